@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctmflow/ctmflow/config"
+	"github.com/ctmflow/ctmflow/engine"
+)
+
+func newWebhookCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "webhook",
+		Short: "Receive CTM webhooks, serve /api, relay deliveries to Temporal",
+		Long: `Receive CTM webhooks, serve /api, relay deliveries to Temporal.
+
+A delivery is stored before it is answered; the relay hands it to its
+workflow, retrying while Temporal is unreachable. The process starts
+and keeps accepting webhooks with Temporal down. Configured from the
+environment; see README.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(config.RoleWebhook)
+			if err != nil {
+				return err
+			}
+			d, closeDeps, err := connect(cmd.Context(), cfg, cmd, true)
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+			d.log.Info("webhook receiver starting", "addr", cfg.HTTPAddr)
+			return serveWebhook(cmd.Context(), d, cfg.HTTPAddr, nil)
+		},
+	}
+}
+
+func newWorkerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "worker",
+		Short: "Run the Temporal worker that executes call workflows",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(config.RoleWorker)
+			if err != nil {
+				return err
+			}
+			d, closeDeps, err := connect(cmd.Context(), cfg, cmd, false)
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+
+			w := newWorker(d)
+			if err := w.Start(); err != nil {
+				return withCode(ExitUnavailable, fmt.Errorf("starting worker: %w", err))
+			}
+			d.log.Info("worker polling", "task_queue", cfg.TaskQueue)
+			<-cmd.Context().Done()
+			d.log.Info("worker stopping")
+			w.Stop()
+			return nil
+		},
+	}
+}
+
+func newMigrateCmd() *cobra.Command {
+	var skipTemporal bool
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create or update the database schema and Temporal search attributes",
+		Long: `Create or update the database schema and register the workflows'
+search attributes in the Temporal namespace. Safe to run repeatedly and
+from several replicas at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(config.RoleMigrate)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfg)
+			if err != nil {
+				return withCode(ExitUnavailable, err)
+			}
+			defer st.Close()
+			if err := st.Migrate(ctx); err != nil {
+				return err
+			}
+			log.Info("database schema up to date", "dialect", st.Dialect())
+			if skipTemporal {
+				return nil
+			}
+
+			tc, err := dialTemporal(ctx, cfg, log, false)
+			if err != nil {
+				return withCode(ExitUnavailable, err)
+			}
+			defer tc.Close()
+			if err := engine.EnsureSearchAttributes(ctx, tc, cfg.TemporalNamespace); err != nil {
+				return withCode(ExitUnavailable, err)
+			}
+			log.Info("search attributes registered", "namespace", cfg.TemporalNamespace)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&skipTemporal, "skip-temporal", false,
+		"only migrate the database; leave Temporal's search attributes alone")
+	return cmd
+}
+
+// connect opens the database and the Temporal client a production process
+// needs. lazy lets the process start while Temporal is down.
+func connect(ctx context.Context, cfg *config.Config, cmd *cobra.Command, lazy bool) (deps, func(), error) {
+	log, err := newLogger(cfg, cmd.ErrOrStderr())
+	if err != nil {
+		return deps{}, nil, err
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return deps{}, nil, withCode(ExitUnavailable, err)
+	}
+	tc, err := dialTemporal(ctx, cfg, log, lazy)
+	if err != nil {
+		_ = st.Close()
+		return deps{}, nil, withCode(ExitUnavailable, err)
+	}
+	closeAll := func() {
+		tc.Close()
+		_ = st.Close()
+	}
+	return deps{cfg: cfg, log: log, store: st, temporal: tc}, closeAll, nil
+}

@@ -1,0 +1,249 @@
+// Package config is the one place ctmflow reads its environment. Every
+// setting has a default, a unit where it has one, and validation; a wrong
+// value stops the process at start with an error naming the variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Config is every setting of every ctmflow process.
+type Config struct {
+	// DatabaseURL is the CRM database: postgres://… in production, or
+	// sqlite:PATH. Required except in dev, where it defaults to a SQLite
+	// file in the data directory.
+	DatabaseURL string `env:"DATABASE_URL"`
+	// DatabaseMaxConns caps the connection pool. Default 20.
+	DatabaseMaxConns int `env:"DATABASE_MAX_CONNS" envDefault:"20"`
+
+	// TemporalAddress is the Temporal frontend, host:port.
+	// Default 127.0.0.1:7233.
+	TemporalAddress string `env:"TEMPORAL_ADDRESS" envDefault:"127.0.0.1:7233"`
+	// TemporalNamespace. Default "default".
+	TemporalNamespace string `env:"TEMPORAL_NAMESPACE" envDefault:"default"`
+	// TaskQueue the workflows run on. Default "ctmflow".
+	TaskQueue string `env:"TEMPORAL_TASK_QUEUE" envDefault:"ctmflow"`
+
+	// WebhookSecrets maps CTM account ids to the secret that signs their
+	// webhooks: "123=secret,456=other". Required by the webhook process.
+	WebhookSecrets Secrets `env:"CTM_WEBHOOK_SECRETS"`
+	// APIToken is the bearer token of /api. Required by the webhook
+	// process; generated and printed by dev when unset.
+	APIToken string `env:"API_TOKEN"`
+
+	// HTTPAddr is where the webhook process listens. Default :8080.
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
+	// MaxBodyBytes caps a webhook body, in bytes. Default 1 MiB.
+	MaxBodyBytes int64 `env:"WEBHOOK_MAX_BODY_BYTES" envDefault:"1048576"`
+	// PhoneRegion reads numbers without a country code (ISO 3166 code).
+	// Default US.
+	PhoneRegion string `env:"PHONE_DEFAULT_REGION" envDefault:"US"`
+
+	// CallEndTimeout is how long a call waits for its end webhook, a Go
+	// duration. Default 4h.
+	CallEndTimeout time.Duration `env:"CALL_END_TIMEOUT" envDefault:"4h"`
+	// InboxRetention is how long a processed delivery keeps its raw body,
+	// a Go duration; 0 keeps bodies forever. Default 168h (7 days).
+	InboxRetention time.Duration `env:"INBOX_RETENTION" envDefault:"168h"`
+
+	// WorkerCacheSize bounds the workflows a worker keeps in memory.
+	// Default 10000.
+	WorkerCacheSize int `env:"WORKER_CACHE_SIZE" envDefault:"10000"`
+	// ShutdownTimeout is how long a stopping process waits for work in
+	// flight. Default 20s.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+
+	// LogFormat is json or text. Default json.
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+}
+
+// Role names a process, for the settings it requires.
+type Role string
+
+// Roles.
+const (
+	RoleDev     Role = "dev"
+	RoleWebhook Role = "webhook"
+	RoleWorker  Role = "worker"
+	RoleMigrate Role = "migrate"
+)
+
+// Load reads the configuration from environ (nil: the process
+// environment) and validates it for role.
+func Load(role Role, environ map[string]string) (*Config, error) {
+	var cfg Config
+	opts := env.Options{Environment: environ}
+	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+		return nil, named(err)
+	}
+	if err := cfg.Validate(role); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate checks the settings role needs.
+func (c *Config) Validate(role Role) error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+
+	needsDB := role == RoleWebhook || role == RoleWorker || role == RoleMigrate
+	switch {
+	case c.DatabaseURL == "" && needsDB:
+		bad("DATABASE_URL", "required (postgres://user@host/db or sqlite:PATH)")
+	case c.DatabaseURL != "" && !validDatabaseURL(c.DatabaseURL):
+		bad("DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:")
+	}
+	if role == RoleWebhook {
+		if len(c.WebhookSecrets) == 0 {
+			bad("CTM_WEBHOOK_SECRETS", "required: account_id=secret pairs, comma-separated")
+		}
+		if c.APIToken == "" {
+			bad("API_TOKEN", "required: the bearer token of /api")
+		}
+	}
+	if c.APIToken != "" && len(c.APIToken) < 16 {
+		bad("API_TOKEN", "must be at least 16 characters")
+	}
+	if c.DatabaseMaxConns < 1 {
+		bad("DATABASE_MAX_CONNS", "must be at least 1, got %d", c.DatabaseMaxConns)
+	}
+	if _, _, err := net.SplitHostPort(c.TemporalAddress); err != nil {
+		bad("TEMPORAL_ADDRESS", "must be host:port, got %q", c.TemporalAddress)
+	}
+	if c.TemporalNamespace == "" {
+		bad("TEMPORAL_NAMESPACE", "must not be empty")
+	}
+	if c.TaskQueue == "" {
+		bad("TEMPORAL_TASK_QUEUE", "must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("HTTP_ADDR", "must be [host]:port, got %q", c.HTTPAddr)
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("WEBHOOK_MAX_BODY_BYTES", "must be at least 1024, got %d", c.MaxBodyBytes)
+	}
+	if _, ok := phonenumbers.GetSupportedRegions()[strings.ToUpper(c.PhoneRegion)]; !ok {
+		bad("PHONE_DEFAULT_REGION", "unknown region %q (want an ISO 3166 code like US)", c.PhoneRegion)
+	}
+	if c.CallEndTimeout < time.Second {
+		bad("CALL_END_TIMEOUT", "must be at least 1s, got %s", c.CallEndTimeout)
+	}
+	if c.InboxRetention < 0 {
+		bad("INBOX_RETENTION", "must not be negative")
+	}
+	if c.WorkerCacheSize < 1 {
+		bad("WORKER_CACHE_SIZE", "must be at least 1, got %d", c.WorkerCacheSize)
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("SHUTDOWN_TIMEOUT", "must not be negative")
+	}
+	if f := strings.ToLower(c.LogFormat); f != "json" && f != "text" {
+		bad("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func validDatabaseURL(u string) bool {
+	for _, p := range []string{"postgres://", "postgresql://", "sqlite:"} {
+		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// RedactURL hides the password of a database URL, for printing.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Secrets maps CTM account ids to webhook secrets.
+type Secrets map[int64]string
+
+// UnmarshalText reads "123=secret,456=other".
+func (s *Secrets) UnmarshalText(text []byte) error {
+	out := Secrets{}
+	for i, pair := range strings.Split(string(text), ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		id, secret, ok := strings.Cut(pair, "=")
+		account, err := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
+		if !ok || err != nil || account <= 0 || strings.TrimSpace(secret) == "" {
+			// The entry itself is not quoted: it may hold a secret.
+			return fmt.Errorf("entry %d is not account_id=secret", i+1)
+		}
+		if _, dup := out[account]; dup {
+			return fmt.Errorf("account %d is listed twice", account)
+		}
+		out[account] = strings.TrimSpace(secret)
+	}
+	*s = out
+	return nil
+}
+
+// String lists the accounts, never the secrets.
+func (s Secrets) String() string {
+	ids := make([]string, 0, len(s))
+	for id := range s {
+		ids = append(ids, strconv.FormatInt(id, 10))
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
+// named rewrites the env library's errors, which name struct fields, to
+// name the environment variable instead.
+func named(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			out = append(out, fmt.Errorf("%s: %w", envName(pe.Name), pe.Err))
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func envName(field string) string {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		return field
+	}
+	return f.Tag.Get("env")
+}

@@ -1,0 +1,126 @@
+// Package logging builds ctmflow's one logger: log/slog, JSON in
+// production and text in development, snake_case keys named by the
+// constants below, and a last line of defence that blanks anything shaped
+// like a phone number before it is written.
+//
+// The defence is not the policy. The policy is that no code logs a phone
+// number, name, transcript or recording URL; the redactor only catches a
+// mistake, such as a number inside a third-party error string.
+package logging
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+)
+
+// Keys every log line uses for the same things.
+const (
+	KeyError      = "error"
+	KeyRequestID  = "request_id"
+	KeyDeliveryID = "delivery_id"
+	KeyAccountID  = "account_id"
+	KeyCTMID      = "ctm_id"
+	KeyKind       = "kind"
+	KeyStatus     = "status"
+	KeyCode       = "code"
+	KeyMethod     = "method"
+	KeyPath       = "path"
+	KeyDurationMS = "duration_ms"
+	KeyAttempt    = "attempt"
+	KeyCount      = "count"
+	KeyAddr       = "addr"
+	KeyComponent  = "component"
+)
+
+// New returns a logger writing to w. format is "json" or "text"; level is
+// debug, info, warn or error.
+func New(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("unknown log level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+
+	var h slog.Handler
+	switch strings.ToLower(format) {
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("unknown log format %q (want json or text)", format)
+	}
+	return slog.New(Redact(h)), nil
+}
+
+// phonePattern matches what a phone number looks like in text: E.164
+// (+12395550171), North American formatting ((239) 555-0171, 239-555-0171)
+// and bare 10–11 digit runs. Dates and times do not match.
+var phonePattern = regexp.MustCompile(
+	`\+\d{8,15}|\(?\b\d{3}\)?[\s.-]?\d{3}[.-]\d{4}\b|\b1?\d{10}\b`)
+
+// Redacted replaces what the redactor removes.
+const Redacted = "[redacted]"
+
+// RedactString blanks phone-shaped runs in s.
+func RedactString(s string) string {
+	return phonePattern.ReplaceAllString(s, Redacted)
+}
+
+// Redact wraps h so that string values and messages are scrubbed of
+// phone-shaped text.
+func Redact(h slog.Handler) slog.Handler {
+	return redactor{h}
+}
+
+type redactor struct{ next slog.Handler }
+
+func (r redactor) Enabled(ctx context.Context, l slog.Level) bool {
+	return r.next.Enabled(ctx, l)
+}
+
+func (r redactor) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, RedactString(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(redactAttr(a))
+		return true
+	})
+	return r.next.Handle(ctx, out)
+}
+
+func (r redactor) WithAttrs(attrs []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clean[i] = redactAttr(a)
+	}
+	return redactor{r.next.WithAttrs(clean)}
+}
+
+func (r redactor) WithGroup(name string) slog.Handler {
+	return redactor{r.next.WithGroup(name)}
+}
+
+func redactAttr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, RedactString(v.String()))
+	case slog.KindGroup:
+		group := v.Group()
+		clean := make([]any, len(group))
+		for i, g := range group {
+			clean[i] = redactAttr(g)
+		}
+		return slog.Group(a.Key, clean...)
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, RedactString(err.Error()))
+		}
+		return slog.String(a.Key, RedactString(fmt.Sprint(v.Any())))
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}
