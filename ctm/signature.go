@@ -68,7 +68,7 @@ type Verifier struct {
 	// computes each HMAC once.
 	accounts map[string][]int64
 	maxSkew  time.Duration
-	now     func() time.Time
+	now      func() time.Time
 }
 
 // NewVerifier returns a Verifier for the given account → secret map.

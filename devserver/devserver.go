@@ -19,8 +19,8 @@ import (
 	"strconv"
 	"time"
 
-	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uiserver "github.com/temporalio/ui-server/v2/server"
+	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uioptions "github.com/temporalio/ui-server/v2/server/server_options"
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"

@@ -184,7 +184,7 @@ type Delivery struct {
 	CTMTime    string    `gorm:"column:ctm_time;size:40;not null;default:''"`
 	ReceivedAt time.Time `gorm:"not null"`
 
-	Status        string `gorm:"size:20;not null;index:ix_deliveries_due,priority:1"`
+	Status        string    `gorm:"size:20;not null;index:ix_deliveries_due,priority:1"`
 	NextAttemptAt time.Time `gorm:"not null;index:ix_deliveries_due,priority:2"`
 	Attempts      int       `gorm:"not null;default:0"`
 	LastError     string    `gorm:"size:500;not null;default:''"`

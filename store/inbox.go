@@ -58,7 +58,7 @@ type DeliveryRef struct {
 	ID         int64
 	AccountID  int64
 	Kind       string
-	CTMID      int64 `gorm:"column:ctm_id"`
+	CTMID      int64  `gorm:"column:ctm_id"`
 	CTMTime    string `gorm:"column:ctm_time"`
 	ReceivedAt time.Time
 	Attempts   int
