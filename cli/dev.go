@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctmflow/ctmflow/app"
 	"github.com/ctmflow/ctmflow/config"
 	"github.com/ctmflow/ctmflow/devserver"
 	"github.com/ctmflow/ctmflow/engine"
@@ -125,7 +126,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	tc, err := dialTemporal(ctx, cfg, log, false)
+	tc, err := app.DialTemporal(ctx, cfg, log, false)
 	if err != nil {
 		return withCode(ExitUnavailable, err)
 	}
@@ -134,7 +135,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	st, err := openStore(ctx, cfg)
+	st, err := app.OpenStore(ctx, cfg)
 	if err != nil {
 		return withCode(ExitUnavailable, err)
 	}
@@ -143,8 +144,8 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	d := deps{cfg: cfg, log: log, store: st, temporal: tc}
-	w := newWorker(d)
+	d := app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}
+	w := app.NewWorker(d)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting worker: %w", err)
 	}
@@ -163,7 +164,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		}
 		printBanner(stdout, f, cfg, creds, addr, srv.UIURL(), st.Dialect())
 	}()
-	err = serveWebhook(ctx, d, cfg.HTTPAddr, ready)
+	err = app.ServeWebhook(ctx, d, cfg.HTTPAddr, ready)
 	log.Info("stopping")
 	return err
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctmflow/ctmflow/app"
 	"github.com/ctmflow/ctmflow/config"
 	"github.com/ctmflow/ctmflow/engine"
 )
@@ -31,8 +32,8 @@ environment; see README.`,
 				return err
 			}
 			defer closeDeps()
-			d.log.Info("webhook receiver starting", "addr", cfg.HTTPAddr)
-			return serveWebhook(cmd.Context(), d, cfg.HTTPAddr, nil)
+			d.Log.Info("webhook receiver starting", "addr", cfg.HTTPAddr)
+			return app.ServeWebhook(cmd.Context(), d, cfg.HTTPAddr, nil)
 		},
 	}
 }
@@ -53,13 +54,13 @@ func newWorkerCmd() *cobra.Command {
 			}
 			defer closeDeps()
 
-			w := newWorker(d)
+			w := app.NewWorker(d)
 			if err := w.Start(); err != nil {
 				return withCode(ExitUnavailable, fmt.Errorf("starting worker: %w", err))
 			}
-			d.log.Info("worker polling", "task_queue", cfg.TaskQueue)
+			d.Log.Info("worker polling", "task_queue", cfg.TaskQueue)
 			<-cmd.Context().Done()
-			d.log.Info("worker stopping")
+			d.Log.Info("worker stopping")
 			w.Stop()
 			return nil
 		},
@@ -85,7 +86,7 @@ from several replicas at once.`,
 				return err
 			}
 			ctx := cmd.Context()
-			st, err := openStore(ctx, cfg)
+			st, err := app.OpenStore(ctx, cfg)
 			if err != nil {
 				return withCode(ExitUnavailable, err)
 			}
@@ -98,7 +99,7 @@ from several replicas at once.`,
 				return nil
 			}
 
-			tc, err := dialTemporal(ctx, cfg, log, false)
+			tc, err := app.DialTemporal(ctx, cfg, log, false)
 			if err != nil {
 				return withCode(ExitUnavailable, err)
 			}
@@ -117,23 +118,23 @@ from several replicas at once.`,
 
 // connect opens the database and the Temporal client a production process
 // needs. lazy lets the process start while Temporal is down.
-func connect(ctx context.Context, cfg *config.Config, cmd *cobra.Command, lazy bool) (deps, func(), error) {
+func connect(ctx context.Context, cfg *config.Config, cmd *cobra.Command, lazy bool) (app.Deps, func(), error) {
 	log, err := newLogger(cfg, cmd.ErrOrStderr())
 	if err != nil {
-		return deps{}, nil, err
+		return app.Deps{}, nil, err
 	}
-	st, err := openStore(ctx, cfg)
+	st, err := app.OpenStore(ctx, cfg)
 	if err != nil {
-		return deps{}, nil, withCode(ExitUnavailable, err)
+		return app.Deps{}, nil, withCode(ExitUnavailable, err)
 	}
-	tc, err := dialTemporal(ctx, cfg, log, lazy)
+	tc, err := app.DialTemporal(ctx, cfg, log, lazy)
 	if err != nil {
 		_ = st.Close()
-		return deps{}, nil, withCode(ExitUnavailable, err)
+		return app.Deps{}, nil, withCode(ExitUnavailable, err)
 	}
 	closeAll := func() {
 		tc.Close()
 		_ = st.Close()
 	}
-	return deps{cfg: cfg, log: log, store: st, temporal: tc}, closeAll, nil
+	return app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}, closeAll, nil
 }

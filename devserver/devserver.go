@@ -67,12 +67,18 @@ type Server struct {
 // when UIPort is set. It returns once the frontend accepts connections.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	opts = withDefaults(opts)
+	// Three internal gRPC ports and four membership ports, and the
+	// frontend's when none was asked for.
+	need := 2*len(temporal.DefaultServices) - 1
 	if opts.Port == 0 {
-		p, err := freePort(opts.IP)
-		if err != nil {
-			return nil, err
-		}
-		opts.Port = p
+		need++
+	}
+	ports, err := freePorts(opts.IP, need)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Port == 0 {
+		opts.Port, ports = ports[0], ports[1:]
 	}
 	if err := checkFree(opts.IP, opts.Port, "temporal port"); err != nil {
 		return nil, err
@@ -87,10 +93,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := serverConfig(opts, sqlCfg)
-	if err != nil {
-		return nil, err
-	}
+	cfg := serverConfig(opts, sqlCfg, ports)
 
 	logger, closeLog, err := serverLogger(opts.LogPath)
 	if err != nil {
@@ -185,21 +188,17 @@ func prepareDatabase(opts Options) (*config.SQL, error) {
 	return sqlCfg, nil
 }
 
-func serverConfig(opts Options, sqlCfg *config.SQL) (*config.Config, error) {
+// serverConfig lays out a single-node server; ports are the free ports
+// for its internal services.
+func serverConfig(opts Options, sqlCfg *config.SQL, ports []int) *config.Config {
 	services := map[string]config.Service{}
 	for _, name := range temporal.DefaultServices {
 		port := opts.Port
 		if name != "frontend" {
-			p, err := freePort(opts.IP)
-			if err != nil {
-				return nil, err
-			}
-			port = p
+			port, ports = ports[0], ports[1:]
 		}
-		member, err := freePort(opts.IP)
-		if err != nil {
-			return nil, err
-		}
+		member := ports[0]
+		ports = ports[1:]
 		services[name] = config.Service{RPC: config.RPC{
 			GRPCPort:       port,
 			MembershipPort: member,
@@ -249,7 +248,7 @@ func serverConfig(opts Options, sqlCfg *config.SQL) (*config.Config, error) {
 			},
 		},
 		PublicClient: config.PublicClient{HostPort: frontend},
-	}, nil
+	}
 }
 
 // dynamicConfig tunes the single-node server for latency: one task queue
@@ -336,13 +335,19 @@ func (s *Server) Stop() error {
 	return err
 }
 
-func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+// freePorts returns n distinct free ports. It holds every listener until
+// all are chosen, so the kernel cannot hand the same port out twice.
+func freePorts(ip string, n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 func checkFree(ip string, port int, what string) error {

@@ -1,0 +1,258 @@
+// Package teststack runs a whole ctmflow process inside a test: a real,
+// in-process Temporal server, the database the test chose, the worker, the
+// inbox relay and the HTTP server on a free port. Tests drive it the way
+// CTM does, with signed HTTP requests.
+//
+// One Temporal server serves every stack of a test binary (it takes a
+// couple of seconds to start); each stack has its own task queue, so
+// stacks do not run each other's workflows.
+package teststack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/ctmflow/ctmflow/app"
+	"github.com/ctmflow/ctmflow/config"
+	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/devserver"
+	"github.com/ctmflow/ctmflow/engine"
+	"github.com/ctmflow/ctmflow/logging"
+	"github.com/ctmflow/ctmflow/store"
+	"github.com/ctmflow/ctmflow/testenv"
+)
+
+var (
+	serverOnce sync.Once
+	server     *devserver.Server
+	serverErr  error
+)
+
+// Temporal returns the test binary's in-process Temporal server, starting
+// it on first use, with ctmflow's search attributes registered.
+func Temporal(t testing.TB) *devserver.Server {
+	t.Helper()
+	serverOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		server, serverErr = devserver.Start(ctx, devserver.Options{})
+		if serverErr != nil {
+			return
+		}
+		c, err := engine.Dial(ctx, engine.Options{HostPort: server.HostPort()})
+		if err != nil {
+			serverErr = err
+			return
+		}
+		defer c.Close()
+		serverErr = engine.EnsureSearchAttributes(ctx, c, server.Namespace())
+	})
+	if serverErr != nil {
+		t.Fatalf("starting temporal: %v", serverErr)
+	}
+	return server
+}
+
+// Options shape a stack.
+type Options struct {
+	// DatabaseURL of the CRM database. Default: a fresh SQLite file.
+	DatabaseURL string
+	// EndTimeout is CALL_END_TIMEOUT. Default 1h.
+	EndTimeout time.Duration
+	// NoWorker starts no worker, for tests that start their own.
+	NoWorker bool
+	// Logs receives the process's log lines (JSON). Default: discarded.
+	Logs io.Writer
+}
+
+// Stack is a running ctmflow process.
+type Stack struct {
+	BaseURL   string
+	Token     string
+	AccountID int64
+	Secret    string
+	Config    *config.Config
+	Deps      app.Deps
+	Client    client.Client
+	Store     *store.Store
+
+	stop func()
+}
+
+// Start runs a stack until the test ends.
+func Start(t testing.TB, opts Options) *Stack {
+	t.Helper()
+	srv := Temporal(t)
+	if opts.DatabaseURL == "" {
+		opts.DatabaseURL = testenv.SQLiteURL(t)
+	}
+	if opts.EndTimeout == 0 {
+		opts.EndTimeout = time.Hour
+	}
+	logs := opts.Logs
+	if logs == nil {
+		logs = io.Discard
+	}
+
+	s := &Stack{
+		Token:     "test_token_" + randomHex(8),
+		// Stacks share one Temporal server; a private account keeps
+		// their workflow ids apart.
+		AccountID: 1000 + time.Now().UnixNano()%1_000_000_000,
+		Secret:    "test_secret_" + randomHex(8),
+	}
+	env := map[string]string{
+		"DATABASE_URL":        opts.DatabaseURL,
+		"TEMPORAL_ADDRESS":    srv.HostPort(),
+		"TEMPORAL_NAMESPACE":  srv.Namespace(),
+		"TEMPORAL_TASK_QUEUE": "ctmflow-test-" + randomHex(6),
+		"CTM_WEBHOOK_SECRETS": strconv.FormatInt(s.AccountID, 10) + "=" + s.Secret,
+		"API_TOKEN":           s.Token,
+		"HTTP_ADDR":           "127.0.0.1:0",
+		"CALL_END_TIMEOUT":    opts.EndTimeout.String(),
+		"SHUTDOWN_TIMEOUT":    "5s",
+	}
+	cfg, err := config.Load(config.RoleWebhook, env)
+	if err != nil {
+		t.Fatalf("configuring stack: %v", err)
+	}
+	s.Config = cfg
+
+	log, err := logging.New(logs, "json", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testenv.Store(t, cfg.DatabaseURL)
+	ctx := context.Background()
+	tc, err := app.DialTemporal(ctx, cfg, log, false)
+	if err != nil {
+		t.Fatalf("dialing temporal: %v", err)
+	}
+	s.Client, s.Store = tc, st
+	s.Deps = app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}
+
+	var stopWorker func()
+	if !opts.NoWorker {
+		w := app.NewWorker(s.Deps)
+		if err := w.Start(); err != nil {
+			t.Fatalf("starting worker: %v", err)
+		}
+		stopWorker = w.Stop
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- app.ServeWebhook(runCtx, s.Deps, cfg.HTTPAddr, ready) }()
+	select {
+	case addr := <-ready:
+		s.BaseURL = "http://" + addr
+	case err := <-done:
+		t.Fatalf("serving: %v", err)
+	}
+
+	s.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stopping http server: %v", err)
+		}
+		if stopWorker != nil {
+			stopWorker()
+		}
+		tc.Close()
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop stops the stack; it is safe to call twice.
+func (s *Stack) Stop() {
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+}
+
+// Sample returns a fictional call of the stack's account.
+func (s *Stack) Sample(callID int64, phone string) ctm.Sample {
+	return ctm.Sample{AccountID: s.AccountID, CallID: callID, Phone: phone}
+}
+
+// Post sends body to /webhooks/ctm/<path>, signed as CTM signs it, and
+// returns the status and decoded JSON answer.
+func (s *Stack) Post(t testing.TB, path string, body []byte) (int, map[string]any) {
+	t.Helper()
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req, err := http.NewRequest(http.MethodPost, s.BaseURL+"/webhooks/ctm/"+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(ctm.HeaderTime, ts)
+	req.Header.Set(ctm.HeaderSignature, ctm.Sign(s.Secret, ts, body))
+	return s.do(t, req)
+}
+
+// Get calls the API with the stack's token and decodes the JSON answer
+// into out, returning the status.
+func (s *Stack) Get(t testing.TB, path string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.BaseURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("decoding GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (s *Stack) do(t testing.TB, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
