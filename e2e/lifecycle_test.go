@@ -150,6 +150,16 @@ func TestCallEndNeverArrives(t *testing.T) {
 		func(c *api.Call) bool { return c.Stage == models.StageEnded && c.Transcript != "" })
 }
 
+func waitCallStage(t *testing.T, s *teststack.Stack, phone string, ctmID int64, stage string) {
+	t.Helper()
+	waitCall(t, s, phone, ctmID, "call "+stage, func(c *api.Call) bool { return c.Stage == stage })
+}
+
+func waitCallRated(t *testing.T, s *teststack.Stack, phone string, ctmID int64) {
+	t.Helper()
+	waitCall(t, s, phone, ctmID, "call rated", func(c *api.Call) bool { return c.StarRating != nil })
+}
+
 func eventTypes(l api.Lead) []string {
 	var out []string
 	for _, e := range l.Events {

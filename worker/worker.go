@@ -53,18 +53,16 @@ func New(opts Options) sdkworker.Worker {
 		WorkflowPanicPolicy: sdkworker.BlockWorkflow,
 		WorkerStopTimeout:   opts.StopTimeout,
 	})
-	Register(w, opts.Activities)
+	RegisterWorkflows(w)
+	w.RegisterActivity(opts.Activities)
 	return w
 }
 
-// Register adds every workflow and activity to r. Tests use it to build a
-// replayer with exactly what the worker runs.
-func Register(r sdkworker.Registry, acts *activities.Activities) {
+// RegisterWorkflows adds every workflow to r under its stable name. The
+// replay tests use it to replay with exactly what the worker runs.
+func RegisterWorkflows(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.CallWorkflow, workflow.RegisterOptions{Name: "CallWorkflow"})
 	r.RegisterWorkflowWithOptions(workflows.MessageWorkflow, workflow.RegisterOptions{Name: "MessageWorkflow"})
-	if acts != nil {
-		r.RegisterActivity(acts)
-	}
 }
 
 // SetCacheSize bounds how many workflows a worker process keeps in memory

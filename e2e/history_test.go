@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	sdkworker "go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/ctmflow/ctmflow/teststack"
+	"github.com/ctmflow/ctmflow/worker"
+	"github.com/ctmflow/ctmflow/workflows"
+)
+
+var updateHistories = flag.Bool("update-histories", false,
+	"write the recorded histories to workflows/testdata as the current version's baseline")
+
+// historyVersion names the workflow code version the recorded histories
+// belong to. Bump it with a workflow change that needs versioning, and
+// keep the older files: workflows/replay_test.go replays all of them.
+const historyVersion = "v1"
+
+// TestRecordedHistoriesReplay runs each kind of call through the real
+// server, then replays the histories the server stored against today's
+// workflow code. A non-deterministic change fails here before it ships;
+// with -update-histories the histories become the replay baseline.
+func TestRecordedHistoriesReplay(t *testing.T) {
+	s := teststack.Start(t, teststack.Options{EndTimeout: 2 * time.Second})
+	type run struct{ name, wfID, runID string }
+	var runs []run
+	// latest names the newest run of wfID, once it has closed.
+	latest := func(name, wfID string) run {
+		waitClosed(t, s, wfID)
+		d, err := s.Client.DescribeWorkflowExecution(context.Background(), wfID, "")
+		require.NoError(t, err)
+		return run{name, wfID, d.WorkflowExecutionInfo.Execution.RunId}
+	}
+
+	phone := "+12395550191"
+	post := func(path string, body []byte) {
+		status, _ := s.Post(t, path, body)
+		require.Less(t, status, 300)
+	}
+
+	post("call-start", s.Sample(8001, phone).StartBody())
+	waitCallStage(t, s, phone, 8001, "started")
+	post("call-end", s.Sample(8001, phone).EndBody())
+	wf := workflows.CallWorkflowID(s.AccountID, 8001)
+	first := latest("call_start_then_end", wf)
+	runs = append(runs, first)
+
+	post("call-update", s.Sample(8001, phone).UpdateBody())
+	waitCallRated(t, s, phone, 8001)
+	teststack.Eventually(t, 15*time.Second, "the late update's own run", func() bool {
+		return latest("", wf).runID != first.runID
+	})
+	runs = append(runs, latest("call_late_update", wf))
+
+	post("call-end", s.Sample(8002, phone).EndBody())
+	runs = append(runs, latest("call_end_first", workflows.CallWorkflowID(s.AccountID, 8002)))
+
+	post("call-start", s.Sample(8003, phone).StartBody())
+	waitCallStage(t, s, phone, 8003, "end_missing")
+	runs = append(runs, latest("call_end_missing", workflows.CallWorkflowID(s.AccountID, 8003)))
+
+	post("text-message", s.Sample(8004, phone).TextBody())
+	runs = append(runs, latest("text_message", workflows.MessageWorkflowID(s.AccountID, 8004)))
+
+	dir := t.TempDir()
+	if *updateHistories {
+		dir = filepath.Join("..", "workflows", "testdata")
+	}
+	for _, r := range runs {
+		t.Run(r.name, func(t *testing.T) {
+			path := filepath.Join(dir, historyVersion+"_"+r.name+".json")
+			writeHistory(t, s, r.wfID, r.runID, path)
+
+			replayer := sdkworker.NewWorkflowReplayer()
+			worker.RegisterWorkflows(replayer)
+			require.NoError(t, replayer.ReplayWorkflowHistoryFromJSONFile(nil, path))
+		})
+	}
+}
+
+// writeHistory saves one run's history as JSON.
+func writeHistory(t *testing.T, s *teststack.Stack, wfID, runID, path string) {
+	t.Helper()
+	ctx := context.Background()
+	iter := s.Client.GetWorkflowHistory(ctx, wfID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var h historypb.History
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		h.Events = append(h.Events, ev)
+	}
+	require.NotEmpty(t, h.Events)
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(&h)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, append(b, '\n'), 0o644))
+}
