@@ -18,8 +18,8 @@ import (
 
 	"github.com/ctmflow/ctmflow/api"
 	"github.com/ctmflow/ctmflow/models"
-	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/testenv"
+	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/workflows"
 )
 
@@ -78,7 +78,9 @@ func TestCallLifecycle(t *testing.T) {
 			status, _ = s.Post(t, "call-end", sample.EndBody())
 			require.Equal(t, http.StatusAccepted, status)
 			lead, call = waitCall(t, s, phone, 7001, "the call's end steps",
-				func(c *api.Call) bool { return c.Stage == models.StageEnded && c.Transcript != "" && c.RecordingURL != "" })
+				func(c *api.Call) bool {
+					return c.Stage == models.StageEnded && c.Transcript != "" && c.RecordingURL != ""
+				})
 			assert.Equal(t, 312, call.DurationSeconds)
 			assert.Equal(t, "answered", call.Status)
 			require.NotNil(t, call.Agent)

@@ -106,7 +106,7 @@ func Start(t testing.TB, opts Options) *Stack {
 	}
 
 	s := &Stack{
-		Token:     "test_token_" + randomHex(8),
+		Token: "test_token_" + randomHex(8),
 		// Stacks share one Temporal server; a private account keeps
 		// their workflow ids apart.
 		AccountID: 1000 + time.Now().UnixNano()%1_000_000_000,
