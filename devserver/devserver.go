@@ -10,6 +10,7 @@ package devserver
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -175,6 +176,8 @@ func prepareDatabase(opts Options) (*config.SQL, error) {
 			}
 		} else if err != nil {
 			return nil, fmt.Errorf("reading temporal database: %w", err)
+		} else if err := forgetMembers(opts.DBPath); err != nil {
+			return nil, err
 		}
 	}
 
@@ -262,6 +265,23 @@ func dynamicConfig() dynamicconfig.StaticClient {
 		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key():     one,
 		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): yes,
 	}
+}
+
+// forgetMembers clears the cluster membership a previous run left in the
+// database. Its services listened on other ports; ringpop would try to
+// join those dead addresses first and leave the restarted server unable to
+// route tasks until the old records expire. A dev server is the only
+// member of its cluster, so the old records are never right.
+func forgetMembers(path string) error {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return fmt.Errorf("opening temporal database: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("DELETE FROM cluster_membership"); err != nil {
+		return fmt.Errorf("clearing stale cluster membership: %w", err)
+	}
+	return nil
 }
 
 func serverLogger(path string) (log.Logger, func(), error) {
