@@ -32,6 +32,11 @@ type devFlags struct {
 	uiPort       int
 }
 
+// devCommands are the commands that embed the Temporal server.
+func devCommands() []*cobra.Command {
+	return []*cobra.Command{newDevCmd(), newBenchCmd()}
+}
+
 func newDevCmd() *cobra.Command {
 	var f devFlags
 	cmd := &cobra.Command{
@@ -65,8 +70,6 @@ type devCredentials struct {
 	AccountID     int64  `json:"account_id"`
 	WebhookSecret string `json:"webhook_secret"`
 }
-
-const credentialsFile = "dev-credentials.json"
 
 func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 	if f.temporalPort < 1 || f.temporalPort > 65535 {

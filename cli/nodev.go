@@ -4,6 +4,6 @@ package cli
 
 import "github.com/spf13/cobra"
 
-// newDevCmd has nothing to add in a production build (-tags nodev): the
-// embedded Temporal server is left out of the binary.
-func newDevCmd() *cobra.Command { return nil }
+// devCommands adds nothing in a production build (-tags nodev): `dev` and
+// `bench` embed the Temporal server, which that build leaves out.
+func devCommands() []*cobra.Command { return nil }

@@ -104,9 +104,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newSendCmd(),
 		newInboxCmd(),
 	)
-	if dev := newDevCmd(); dev != nil {
-		root.AddCommand(dev)
-	}
+	root.AddCommand(devCommands()...)
 	return root
 }
 

@@ -23,6 +23,10 @@ import (
 	"github.com/ctmflow/ctmflow/workflows"
 )
 
+// credentialsFile, in the dev data directory, holds what `ctmflow dev`
+// generated: the API token and the dev account's webhook secret.
+const credentialsFile = "dev-credentials.json"
+
 type sendFlags struct {
 	url     string
 	dataDir string

@@ -44,8 +44,10 @@ const (
 
 // Options tune the connection pool.
 type Options struct {
-	// MaxOpenConns caps open connections. Default 20 on Postgres, 4 on
-	// SQLite (which allows one writer at a time anyway).
+	// MaxOpenConns caps open Postgres connections. Default 20. SQLite
+	// always gets one connection: it allows one writer at a time, and a
+	// second connection only waits in SQLite's busy handler, which sleeps
+	// in steps of up to 100 ms, where Go's pool would queue in order.
 	MaxOpenConns int
 }
 
@@ -78,11 +80,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening %s database: %w", dialect, err)
 	}
 	maxOpen := opts.MaxOpenConns
-	if maxOpen <= 0 {
+	switch {
+	case dialect == SQLite:
+		maxOpen = 1
+	case maxOpen <= 0:
 		maxOpen = 20
-		if dialect == SQLite {
-			maxOpen = 4
-		}
 	}
 	sqlDB.SetMaxOpenConns(maxOpen)
 	sqlDB.SetMaxIdleConns(maxOpen)
