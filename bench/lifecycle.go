@@ -77,7 +77,7 @@ type LifecycleReport struct {
 	StartToLead Summary `json:"start_to_lead"`
 	// EndToUpdated runs from the end webhook's ack to the call showing
 	// stage ended with its transcript.
-	EndToUpdated Summary `json:"end_to_updated"`
+	EndToUpdated Summary       `json:"end_to_updated"`
 	Elapsed      time.Duration `json:"elapsed"`
 	// Throughput is completed lifecycles per second.
 	Throughput float64 `json:"throughput"`
