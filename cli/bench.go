@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,6 +44,9 @@ type benchFlags struct {
 	account     int64
 	secret      string
 	temporal    string
+	waiting     int
+	cacheSizes  []int
+	workerBin   string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -60,8 +66,11 @@ the worker, on DATABASE_URL (or a temporary SQLite file). With --url it
 drives a running ctmflow and needs --token, --account, --secret and
 --temporal (for the floor and history counts).
 
-Scenarios (comma-separated, default all): floor, lifecycle, saturation,
-ack, ack-down (embedded only: Temporal unreachable).`,
+Scenarios (comma-separated, default all but memory): floor, lifecycle,
+saturation, ack, ack-down (embedded only: Temporal unreachable), and
+memory (embedded only, run alone): park --waiting calls for each of
+--cache-sizes on a real ` + "`ctmflow worker`" + ` subprocess and read its
+resident memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd.Context(), f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -82,6 +91,10 @@ ack, ack-down (embedded only: Temporal unreachable).`,
 	fl.Int64Var(&f.account, "account", 0, "CTM account whose secret is --secret")
 	fl.StringVar(&f.secret, "secret", "", "webhook secret of --account")
 	fl.StringVar(&f.temporal, "temporal", "127.0.0.1:7233", "Temporal frontend of the running ctmflow")
+	fl.IntVar(&f.waiting, "waiting", 10000, "calls left waiting for their end in the memory scenario")
+	fl.IntSliceVar(&f.cacheSizes, "cache-sizes", []int{10000, 1000}, "WORKER_CACHE_SIZE values the memory scenario compares")
+	fl.StringVar(&f.workerBin, "worker-bin", "", "ctmflow binary the memory scenario runs as worker "+
+		"(default: this one; a -tags nodev build is what production runs)")
 	return cmd
 }
 
@@ -95,6 +108,14 @@ type benchReport struct {
 	Ack        *bench.AckReport       `json:"ack,omitempty"`
 	AckDown    *bench.AckReport       `json:"ack_temporal_down,omitempty"`
 	Events     *bench.EventCounts     `json:"history_events_per_call,omitempty"`
+	Memory     []memoryReport         `json:"worker_memory,omitempty"`
+}
+
+type memoryReport struct {
+	CacheSize int          `json:"cache_size"`
+	Waiting   int          `json:"waiting_calls"`
+	Idle      bench.Memory `json:"idle"`
+	Loaded    bench.Memory `json:"with_calls_waiting"`
 }
 
 type floorReport struct {
@@ -114,17 +135,23 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error
 	want := map[string]bool{}
 	for _, s := range strings.Split(f.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "floor", "lifecycle", "saturation", "ack", "ack-down":
+		case "floor", "lifecycle", "saturation", "ack", "ack-down", "memory":
 			want[s] = true
 		default:
 			return usage("unknown scenario %q", s)
 		}
 	}
+	if want["memory"] && (len(want) > 1 || f.url != "") {
+		return usage("the memory scenario runs alone, on the embedded stack")
+	}
+	if want["memory"] && (f.waiting < 1 || len(f.cacheSizes) == 0) {
+		return usage("--waiting and --cache-sizes must be positive")
+	}
 	if f.rate <= 0 || f.ackRate <= 0 || f.duration <= 0 || f.concurrency < 1 {
 		return usage("--rate, --ack-rate, --duration and --concurrency must be positive")
 	}
 
-	env, err := benchTarget(ctx, f, stderr)
+	env, err := benchTarget(ctx, f, !want["memory"], stderr)
 	if err != nil {
 		return err
 	}
@@ -197,6 +224,17 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error
 		rep.AckDown = &a
 	}
 
+	if want["memory"] {
+		for i, size := range f.cacheSizes {
+			say("memory: %d calls waiting, worker cache %d", f.waiting, size)
+			m, err := measureWorker(ctx, env, f, size, int64(i+1)*10_000_000, stderr)
+			if err != nil {
+				return err
+			}
+			rep.Memory = append(rep.Memory, m)
+		}
+	}
+
 	if f.jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -238,9 +276,59 @@ func printBench(w io.Writer, f benchFlags, r benchReport) {
 	if a := r.Ack; a != nil {
 		fmt.Fprintf(w, "ack @ %.0f/s, Temporal up:   %s  (achieved %.0f/s, errors %d)\n", f.ackRate, a.Ack, a.Rate, a.Errors)
 	}
+	for _, m := range r.Memory {
+		fmt.Fprintf(w, "worker RSS, cache %d: idle %.0f MiB, with %d calls waiting %.0f MiB (peak %.0f MiB)\n",
+			m.CacheSize, mib(m.Idle.RSS), m.Waiting, mib(m.Loaded.RSS), mib(m.Loaded.Peak))
+	}
 	if a := r.AckDown; a != nil {
 		fmt.Fprintf(w, "ack @ %.0f/s, Temporal down: %s  (achieved %.0f/s, errors %d)\n", f.ackRate, a.Ack, a.Rate, a.Errors)
 	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// measureWorker runs a real `ctmflow worker` with the given cache size,
+// parks f.waiting calls on it and reads its resident memory.
+func measureWorker(ctx context.Context, env *benchEnv, f benchFlags, cacheSize int, firstCallID int64, stderr io.Writer) (memoryReport, error) {
+	bin := f.workerBin
+	if bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return memoryReport{}, err
+		}
+		bin = self
+	}
+	cmd := exec.CommandContext(ctx, bin, "worker")
+	cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+env.dsn,
+		"TEMPORAL_ADDRESS="+env.temporalAddr,
+		"TEMPORAL_TASK_QUEUE="+env.taskQueue,
+		"WORKER_CACHE_SIZE="+strconv.Itoa(cacheSize),
+		"LOG_LEVEL=warn", "LOG_FORMAT=text")
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return memoryReport{}, fmt.Errorf("starting worker: %w", err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+
+	// Let the worker connect and settle before the idle reading.
+	time.Sleep(3 * time.Second)
+	idle, err := bench.ProcessMemory(cmd.Process.Pid)
+	if err != nil {
+		return memoryReport{}, err
+	}
+	parked, err := bench.Park(ctx, env.target, env.temporal, f.waiting, f.ackRate, firstCallID, stderr)
+	if err != nil {
+		return memoryReport{}, err
+	}
+	loaded, err := bench.ProcessMemory(cmd.Process.Pid)
+	if err != nil {
+		return memoryReport{}, err
+	}
+	return memoryReport{CacheSize: cacheSize, Waiting: int(parked), Idle: idle, Loaded: loaded}, nil
 }
 
 func ratio(a, b time.Duration) float64 {
@@ -257,9 +345,14 @@ type benchEnv struct {
 	temporal client.Client
 	database string
 	close    func()
+
+	// Of an embedded stack, for a worker started apart.
+	dsn          string
+	temporalAddr string
+	taskQueue    string
 }
 
-func benchTarget(ctx context.Context, f benchFlags, stderr io.Writer) (*benchEnv, error) {
+func benchTarget(ctx context.Context, f benchFlags, withWorker bool, stderr io.Writer) (*benchEnv, error) {
 	if f.url != "" {
 		if f.token == "" || f.account <= 0 || f.secret == "" {
 			return nil, usage("--url needs --token, --account and --secret")
@@ -275,12 +368,12 @@ func benchTarget(ctx context.Context, f benchFlags, stderr io.Writer) (*benchEnv
 			close:    tc.Close,
 		}, nil
 	}
-	return embeddedBench(ctx, f, stderr)
+	return embeddedBench(ctx, f, withWorker, stderr)
 }
 
 // embeddedBench starts a whole stack in this process, plus a second HTTP
 // server on the same database whose Temporal is unreachable.
-func embeddedBench(ctx context.Context, f benchFlags, stderr io.Writer) (*benchEnv, error) {
+func embeddedBench(ctx context.Context, f benchFlags, withWorker bool, stderr io.Writer) (*benchEnv, error) {
 	dir, err := os.MkdirTemp("", "ctmflow-bench-")
 	if err != nil {
 		return nil, err
@@ -343,11 +436,13 @@ func embeddedBench(ctx context.Context, f benchFlags, stderr io.Writer) (*benchE
 	}
 
 	d := app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}
-	w := app.NewWorker(d)
-	if err := w.Start(); err != nil {
-		return fail(err)
+	if withWorker {
+		w := app.NewWorker(d)
+		if err := w.Start(); err != nil {
+			return fail(err)
+		}
+		closers = append(closers, w.Stop)
 	}
-	closers = append(closers, w.Stop)
 	up, err := serveInBackground(d, &closers)
 	if err != nil {
 		return fail(err)
@@ -376,6 +471,10 @@ func embeddedBench(ctx context.Context, f benchFlags, stderr io.Writer) (*benchE
 		temporal: tc,
 		database: strings.SplitN(dsn, ":", 2)[0],
 		close:    cleanup,
+
+		dsn:          dsn,
+		temporalAddr: srv.HostPort(),
+		taskQueue:    cfg.TaskQueue,
 	}, nil
 }
 
