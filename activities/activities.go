@@ -10,10 +10,12 @@ package activities
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
 )
@@ -32,6 +34,8 @@ type Activities struct {
 	// Events, when set, receives the ids of the lead events each step
 	// appends.
 	Events EventPublisher
+	// Metrics, when set, is told how long a call took to be recorded.
+	Metrics *metrics.Metrics
 }
 
 // Error types the workflows and ops see; none is retried.
@@ -75,6 +79,9 @@ func (a *Activities) RecordCall(ctx context.Context, in DeliveryInput) (RecordCa
 	rec, err := a.Store.RecordCall(ctx, d)
 	if err != nil {
 		return RecordCallResult{}, err
+	}
+	if rec.CallCreated {
+		a.Metrics.ObserveCallRecorded(d.Kind, time.Since(d.ReceivedAt))
 	}
 	a.publish(ctx, rec.EventIDs)
 
@@ -222,6 +229,7 @@ func (a *Activities) load(ctx context.Context, in DeliveryInput) (store.CallDeli
 		Version:    store.Version(stored.Kind, sent),
 		Call:       c,
 		Phone:      phone,
+		ReceivedAt: stored.ReceivedAt,
 	}, nil
 }
 

@@ -5,9 +5,11 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"go.temporal.io/sdk/client"
@@ -20,6 +22,7 @@ import (
 	"github.com/ctmflow/ctmflow/engine"
 	"github.com/ctmflow/ctmflow/inbox"
 	"github.com/ctmflow/ctmflow/logging"
+	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/server"
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/webhook"
@@ -32,6 +35,9 @@ type Deps struct {
 	Log      *slog.Logger
 	Store    *store.Store
 	Temporal client.Client
+	// Metrics, when set, receives what the parts measure and is served
+	// at /metrics.
+	Metrics *metrics.Metrics
 }
 
 // OpenStore opens the configured database.
@@ -39,14 +45,16 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	return store.Open(ctx, cfg.DatabaseURL, store.Options{MaxOpenConns: cfg.DatabaseMaxConns})
 }
 
-// DialTemporal connects to the configured Temporal. lazy lets a process
-// start while Temporal is down.
-func DialTemporal(ctx context.Context, cfg *config.Config, log *slog.Logger, lazy bool) (client.Client, error) {
+// DialTemporal connects to the configured Temporal, reporting the SDK's
+// metrics to m when it is not nil. lazy lets a process start while
+// Temporal is down.
+func DialTemporal(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, lazy bool) (client.Client, error) {
 	return engine.Dial(ctx, engine.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    log.With(logging.KeyComponent, "temporal-sdk"),
-		Lazy:      lazy,
+		HostPort:       cfg.TemporalAddress,
+		Namespace:      cfg.TemporalNamespace,
+		Logger:         log.With(logging.KeyComponent, "temporal-sdk"),
+		MetricsHandler: m.TemporalHandler(),
+		Lazy:           lazy,
 	})
 }
 
@@ -68,6 +76,7 @@ func NewRelay(d Deps) *inbox.Relay {
 // gives back the leases of the rest. ready, when set, receives the bound
 // address.
 func ServeWebhook(ctx context.Context, d Deps, addr string, ready chan<- string) error {
+	d.Metrics.WatchInbox(inboxStats(d.Store), inboxStatsTimeout)
 	relay := NewRelay(d)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	relayDone := make(chan error, 1)
@@ -81,13 +90,15 @@ func ServeWebhook(ctx context.Context, d Deps, addr string, ready chan<- string)
 	return err
 }
 
-// NewHandler builds the HTTP surface: webhooks, /api and health.
+// NewHandler builds the HTTP surface: webhooks, /api, health and, when
+// d.Metrics is set, /metrics.
 func NewHandler(d Deps, relay *inbox.Relay) http.Handler {
 	wh := webhook.New(webhook.Options{
 		Verifier: ctm.NewVerifier(d.Config.WebhookSecrets, 0),
 		Inbox:    relay,
 		MaxBody:  d.Config.MaxBodyBytes,
 		Logger:   d.Log,
+		Observe:  d.Metrics.ObserveDelivery,
 	})
 	a := api.New(api.Options{
 		Store:       d.Store,
@@ -102,17 +113,56 @@ func NewHandler(d Deps, relay *inbox.Relay) http.Handler {
 			g := a.Group(r)
 			a.Register(g)
 			a.RegisterInbox(g, relay)
+			mountMetrics(r, d.Metrics)
 		},
-		Ready: func(ctx context.Context) error {
-			if err := d.Store.Ping(ctx); err != nil {
-				return err
-			}
-			if _, err := d.Temporal.CheckHealth(ctx, nil); err != nil {
-				return fmt.Errorf("reaching temporal: %w", err)
-			}
-			return nil
-		},
+		Ready:      ready(d),
+		CountError: d.Metrics.CountError,
 	})
+}
+
+// NewOpsHandler serves /healthz, /readyz and /metrics, for a process that
+// serves nothing else over HTTP: the worker.
+func NewOpsHandler(d Deps) http.Handler {
+	return server.NewRouter(server.Options{
+		Logger:     d.Log,
+		Mount:      func(r *gin.Engine) { mountMetrics(r, d.Metrics) },
+		Ready:      ready(d),
+		CountError: d.Metrics.CountError,
+	})
+}
+
+// MetricsPath is where a process serves its Prometheus metrics.
+const MetricsPath = "/metrics"
+
+func mountMetrics(r *gin.Engine, m *metrics.Metrics) {
+	if m != nil {
+		r.GET(MetricsPath, gin.WrapH(m.Handler()))
+	}
+}
+
+// ready reports whether the process can do its work: its database and
+// Temporal answer.
+func ready(d Deps) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := d.Store.Ping(ctx); err != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		if _, err := d.Temporal.CheckHealth(ctx, nil); err != nil {
+			return fmt.Errorf("temporal unreachable: %w", err)
+		}
+		return nil
+	}
+}
+
+// inboxStatsTimeout bounds the backlog query a scrape makes: a slow
+// database must not hang Prometheus, and a missing series says as much.
+const inboxStatsTimeout = 2 * time.Second
+
+func inboxStats(st *store.Store) metrics.InboxStatsFunc {
+	return func(ctx context.Context) (int64, time.Time, error) {
+		s, err := st.InboxStats(ctx)
+		return s.Pending, s.OldestPending, err
+	}
 }
 
 // NewWorker builds the Temporal worker with its activities.
@@ -125,6 +175,44 @@ func NewWorker(d Deps) sdkworker.Worker {
 		Activities: &activities.Activities{
 			Store:       d.Store,
 			PhoneRegion: d.Config.PhoneRegion,
+			Metrics:     d.Metrics,
 		},
 	})
+}
+
+// ErrStartingWorker wraps why ServeWorker could not start polling.
+var ErrStartingWorker = errors.New("starting worker")
+
+// ServeWorker runs the Temporal worker until ctx ends, with /healthz,
+// /readyz and /metrics on the configured metrics address. On the way out
+// the worker stops first, finishing the activities in flight within the
+// shutdown timeout, while the metrics stay up to report it; then the
+// listener closes. ready, when set, receives the listener's address.
+func ServeWorker(ctx context.Context, d Deps, ready chan<- string) error {
+	w := NewWorker(d)
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartingWorker, err)
+	}
+
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	defer stopOps()
+	served := make(chan error, 1)
+	go func() {
+		served <- server.Serve(opsCtx, d.Config.MetricsAddr, NewOpsHandler(d), 5*time.Second, ready)
+	}()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		// The listener failed (its port taken): a worker nobody can
+		// probe or scrape is not one to keep running.
+	}
+	d.Log.Info("worker stopping")
+	w.Stop()
+	if err != nil {
+		return err
+	}
+	stopOps()
+	return <-served
 }

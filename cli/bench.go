@@ -418,7 +418,7 @@ func embeddedBench(ctx context.Context, f benchFlags, withWorker bool, stderr io
 	if err != nil {
 		return fail(err)
 	}
-	tc, err := app.DialTemporal(ctx, cfg, log, false)
+	tc, err := app.DialTemporal(ctx, cfg, log, nil, false)
 	if err != nil {
 		return fail(withCode(ExitUnavailable, err))
 	}
@@ -452,7 +452,7 @@ func embeddedBench(ctx context.Context, f benchFlags, withWorker bool, stderr io
 	// on port 1, and the lazy client connects only when the relay tries.
 	downCfg := *cfg
 	downCfg.TemporalAddress = "127.0.0.1:1"
-	dc, err := app.DialTemporal(ctx, &downCfg, log, true)
+	dc, err := app.DialTemporal(ctx, &downCfg, log, nil, true)
 	if err != nil {
 		return fail(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ctmflow/ctmflow/config"
 	"github.com/ctmflow/ctmflow/devserver"
 	"github.com/ctmflow/ctmflow/engine"
+	"github.com/ctmflow/ctmflow/metrics"
 )
 
 // devFlags are `ctmflow dev`'s flags.
@@ -129,7 +130,8 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	tc, err := app.DialTemporal(ctx, cfg, log, false)
+	m := metrics.New()
+	tc, err := app.DialTemporal(ctx, cfg, log, m, false)
 	if err != nil {
 		return withCode(ExitUnavailable, err)
 	}
@@ -147,7 +149,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	d := app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}
+	d := app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc, Metrics: m}
 	w := app.NewWorker(d)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting worker: %w", err)
@@ -218,6 +220,7 @@ ctmflow dev is running. Ctrl-C stops it; state stays in %s.
 
   webhooks     %s/webhooks/ctm/{call-start,call-end,call-update,text-message}
   api          %s/api/leads
+  metrics      %s/metrics
   temporal     %s (namespace %s)
   web ui       %s
   database     %s (%s)
@@ -228,7 +231,7 @@ ctmflow dev is running. Ctrl-C stops it; state stays in %s.
 Send a signed test call:   go run ./cmd/ctmflow send
 List leads:                curl -H "Authorization: Bearer %s" %s/api/leads
 
-`, f.dataDir, base, base, cfg.TemporalAddress, cfg.TemporalNamespace, ui,
+`, f.dataDir, base, base, base, cfg.TemporalAddress, cfg.TemporalNamespace, ui,
 		dialect, config.RedactURL(cfg.DatabaseURL), cfg.APIToken, devSecretLine(cfg, creds),
 		firstAccount(cfg, creds), cfg.APIToken, base)
 }

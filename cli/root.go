@@ -103,6 +103,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newMigrateCmd(),
 		newSendCmd(),
 		newInboxCmd(),
+		newConfigCmd(),
+		newProbeCmd(),
 	)
 	root.AddCommand(devCommands()...)
 	return root
@@ -122,5 +124,8 @@ func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, error) {
 	if err != nil {
 		return nil, withCode(ExitConfig, err)
 	}
+	// Libraries that log through the log package or slog's default then
+	// write through the same handler, redactor included.
+	slog.SetDefault(l)
 	return l, nil
 }

@@ -2,13 +2,15 @@ package cli
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctmflow/ctmflow/app"
 	"github.com/ctmflow/ctmflow/config"
 	"github.com/ctmflow/ctmflow/engine"
+	"github.com/ctmflow/ctmflow/logging"
+	"github.com/ctmflow/ctmflow/metrics"
 )
 
 func newWebhookCmd() *cobra.Command {
@@ -19,8 +21,10 @@ func newWebhookCmd() *cobra.Command {
 
 A delivery is stored before it is answered; the relay hands it to its
 workflow, retrying while Temporal is unreachable. The process starts
-and keeps accepting webhooks with Temporal down. Configured from the
-environment; see README.`,
+and keeps accepting webhooks with Temporal down. /healthz, /readyz and
+/metrics are served on HTTP_ADDR too. On SIGTERM it stops accepting,
+answers the requests in flight, then finishes its dispatches in flight.
+Configured from the environment; see README.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(config.RoleWebhook)
@@ -32,8 +36,9 @@ environment; see README.`,
 				return err
 			}
 			defer closeDeps()
-			d.Log.Info("webhook receiver starting", "addr", cfg.HTTPAddr)
-			return app.ServeWebhook(cmd.Context(), d, cfg.HTTPAddr, nil)
+			err = app.ServeWebhook(cmd.Context(), d, cfg.HTTPAddr, logListening(d, "webhook receiver listening"))
+			d.Log.Info("webhook receiver stopped")
+			return err
 		},
 	}
 }
@@ -42,7 +47,12 @@ func newWorkerCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "worker",
 		Short: "Run the Temporal worker that executes call workflows",
-		Args:  cobra.NoArgs,
+		Long: `Run the Temporal worker that executes call workflows.
+
+/healthz, /readyz and /metrics are served on METRICS_ADDR. On SIGTERM
+the worker stops polling and finishes the activities in flight within
+SHUTDOWN_TIMEOUT; workflows resume on any other worker.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(config.RoleWorker)
 			if err != nil {
@@ -54,17 +64,27 @@ func newWorkerCmd() *cobra.Command {
 			}
 			defer closeDeps()
 
-			w := app.NewWorker(d)
-			if err := w.Start(); err != nil {
-				return withCode(ExitUnavailable, fmt.Errorf("starting worker: %w", err))
-			}
 			d.Log.Info("worker polling", "task_queue", cfg.TaskQueue)
-			<-cmd.Context().Done()
-			d.Log.Info("worker stopping")
-			w.Stop()
-			return nil
+			err = app.ServeWorker(cmd.Context(), d, logListening(d, "worker metrics listening"))
+			if errors.Is(err, app.ErrStartingWorker) {
+				return withCode(ExitUnavailable, err)
+			}
+			d.Log.Info("worker stopped")
+			return err
 		},
 	}
+}
+
+// logListening returns a channel that logs the address a listener bound,
+// which differs from the configured one when that says port 0.
+func logListening(d app.Deps, msg string) chan<- string {
+	ready := make(chan string, 1)
+	go func() {
+		if addr, ok := <-ready; ok {
+			d.Log.Info(msg, logging.KeyAddr, addr)
+		}
+	}()
+	return ready
 }
 
 func newMigrateCmd() *cobra.Command {
@@ -99,7 +119,7 @@ from several replicas at once.`,
 				return nil
 			}
 
-			tc, err := app.DialTemporal(ctx, cfg, log, false)
+			tc, err := app.DialTemporal(ctx, cfg, log, nil, false)
 			if err != nil {
 				return withCode(ExitUnavailable, err)
 			}
@@ -127,7 +147,8 @@ func connect(ctx context.Context, cfg *config.Config, cmd *cobra.Command, lazy b
 	if err != nil {
 		return app.Deps{}, nil, withCode(ExitUnavailable, err)
 	}
-	tc, err := app.DialTemporal(ctx, cfg, log, lazy)
+	m := metrics.New()
+	tc, err := app.DialTemporal(ctx, cfg, log, m, lazy)
 	if err != nil {
 		_ = st.Close()
 		return app.Deps{}, nil, withCode(ExitUnavailable, err)
@@ -136,5 +157,5 @@ func connect(ctx context.Context, cfg *config.Config, cmd *cobra.Command, lazy b
 		tc.Close()
 		_ = st.Close()
 	}
-	return app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}, closeAll, nil
+	return app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc, Metrics: m}, closeAll, nil
 }

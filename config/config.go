@@ -23,7 +23,7 @@ type Config struct {
 	// DatabaseURL is the CRM database: postgres://… in production, or
 	// sqlite:PATH. Required except in dev, where it defaults to a SQLite
 	// file in the data directory.
-	DatabaseURL string `env:"DATABASE_URL"`
+	DatabaseURL string `env:"DATABASE_URL" mask:"url"`
 	// DatabaseMaxConns caps the connection pool. Default 20.
 	DatabaseMaxConns int `env:"DATABASE_MAX_CONNS" envDefault:"20"`
 
@@ -37,13 +37,17 @@ type Config struct {
 
 	// WebhookSecrets maps CTM account ids to the secret that signs their
 	// webhooks: "123=secret,456=other". Required by the webhook process.
-	WebhookSecrets Secrets `env:"CTM_WEBHOOK_SECRETS"`
+	WebhookSecrets Secrets `env:"CTM_WEBHOOK_SECRETS" mask:"accounts"`
 	// APIToken is the bearer token of /api. Required by the webhook
 	// process; generated and printed by dev when unset.
-	APIToken string `env:"API_TOKEN"`
+	APIToken string `env:"API_TOKEN" mask:"secret"`
 
 	// HTTPAddr is where the webhook process listens. Default :8080.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
+	// MetricsAddr is where the worker serves /metrics, /healthz and
+	// /readyz, since it serves no HTTP otherwise. The webhook process
+	// serves them on HTTPAddr instead. Default :9090.
+	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090"`
 	// MaxBodyBytes caps a webhook body, in bytes. Default 1 MiB.
 	MaxBodyBytes int64 `env:"WEBHOOK_MAX_BODY_BYTES" envDefault:"1048576"`
 	// PhoneRegion reads numbers without a country code (ISO 3166 code).
@@ -134,6 +138,9 @@ func (c *Config) Validate(role Role) error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("HTTP_ADDR", "must be [host]:port, got %q", c.HTTPAddr)
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+		bad("METRICS_ADDR", "must be [host]:port, got %q", c.MetricsAddr)
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("WEBHOOK_MAX_BODY_BYTES", "must be at least 1024, got %d", c.MaxBodyBytes)

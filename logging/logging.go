@@ -36,6 +36,12 @@ const (
 	KeyComponent  = "component"
 )
 
+// numericKeys may carry long numbers that are not phone numbers.
+var numericKeys = map[string]bool{
+	KeyDeliveryID: true, KeyAccountID: true, KeyCTMID: true,
+	KeyStatus: true, KeyDurationMS: true, KeyAttempt: true, KeyCount: true,
+}
+
 // New returns a logger writing to w. format is "json" or "text"; level is
 // debug, info, warn or error.
 func New(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -57,11 +63,15 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	return slog.New(Redact(h)), nil
 }
 
-// phonePattern matches what a phone number looks like in text: E.164
-// (+12395550171), North American formatting ((239) 555-0171, 239-555-0171)
-// and bare 10–11 digit runs. Dates and times do not match.
+// phonePattern matches what a phone number looks like in text, in every
+// rendering CTM uses or has used: E.164 (+12395550171), international
+// with separators (+1 239-555-0171, +44 20 7946 0958), North American
+// formatting ((239) 555-0171, 239-555-0171, 239.555.0171, 239 555 0171),
+// bare 10–11 digit runs (2395550171, 12395550171) and E.164 escaped in a
+// URL (%2B12395550171). Dates, times and UTC offsets (+00:00) do not
+// match.
 var phonePattern = regexp.MustCompile(
-	`\+\d{8,15}|\(?\b\d{3}\)?[\s.-]?\d{3}[.-]\d{4}\b|\b1?\d{10}\b`)
+	`\+\d[\d\s().-]{6,18}\d|%2[Bb]\d{8,15}|\(?\b\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}\b|\b1?\d{10}\b`)
 
 // Redacted replaces what the redactor removes.
 const Redacted = "[redacted]"
@@ -116,6 +126,12 @@ func redactAttr(a slog.Attr) slog.Attr {
 			clean[i] = redactAttr(g)
 		}
 		return slog.Group(a.Key, clean...)
+	case slog.KindInt64, slog.KindUint64:
+		// A number under a key we name (ids, counts) is what the key says;
+		// under any other key, ten or more digits may be a phone number.
+		if !numericKeys[a.Key] && phonePattern.MatchString(v.String()) {
+			return slog.String(a.Key, Redacted)
+		}
 	case slog.KindAny:
 		if err, ok := v.Any().(error); ok {
 			return slog.String(a.Key, RedactString(err.Error()))

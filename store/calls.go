@@ -23,6 +23,8 @@ type CallDelivery struct {
 	Version int64
 	Call    *ctm.Call
 	Phone   string
+	// ReceivedAt is when the webhook arrived, for latency metrics.
+	ReceivedAt time.Time
 }
 
 // Version orders what deliveries say about one call. CTM does not
@@ -48,6 +50,8 @@ type CallRecord struct {
 	LeadID      int64
 	CallID      int64
 	LeadCreated bool
+	// CallCreated says this delivery created the call row.
+	CallCreated bool
 	// Stage is the call's stage after the delivery was applied.
 	Stage string
 	// EventIDs are the lead events this write appended.
@@ -65,6 +69,7 @@ func (s *Store) RecordCall(ctx context.Context, d CallDelivery) (CallRecord, err
 		call, err := lockCall(tx, d.Call.AccountID, d.Call.ID)
 		if errors.Is(err, ErrNotFound) {
 			call, err = s.createCall(tx, d, now, &rec)
+			rec.CallCreated = err == nil
 		}
 		if err != nil {
 			return err

@@ -29,6 +29,7 @@ import (
 	"github.com/ctmflow/ctmflow/devserver"
 	"github.com/ctmflow/ctmflow/engine"
 	"github.com/ctmflow/ctmflow/logging"
+	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/testenv"
 )
@@ -86,6 +87,8 @@ type Stack struct {
 	Deps      app.Deps
 	Client    client.Client
 	Store     *store.Store
+	// Metrics is the stack's own registry, served at /metrics.
+	Metrics *metrics.Metrics
 
 	stop func()
 }
@@ -135,12 +138,13 @@ func Start(t testing.TB, opts Options) *Stack {
 	}
 	st := testenv.Store(t, cfg.DatabaseURL)
 	ctx := context.Background()
-	tc, err := app.DialTemporal(ctx, cfg, log, false)
+	m := metrics.New()
+	tc, err := app.DialTemporal(ctx, cfg, log, m, false)
 	if err != nil {
 		t.Fatalf("dialing temporal: %v", err)
 	}
-	s.Client, s.Store = tc, st
-	s.Deps = app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc}
+	s.Client, s.Store, s.Metrics = tc, st, m
+	s.Deps = app.Deps{Config: cfg, Log: log, Store: st, Temporal: tc, Metrics: m}
 
 	var stopWorker func()
 	if !opts.NoWorker {
