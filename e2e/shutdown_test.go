@@ -31,31 +31,14 @@ import (
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *syncBuffer
 	done chan struct{}
 	err  error
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func startProcess(t *testing.T, bin string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{name: args[0], cmd: exec.Command(bin, args...), logs: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{name: args[0], cmd: exec.Command(bin, args...), logs: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
