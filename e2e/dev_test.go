@@ -159,13 +159,16 @@ func TestDevRestartKeepsWaitingCalls(t *testing.T) {
 	c, err := engine.Dial(context.Background(), engine.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", temporalPort)})
 	require.NoError(t, err)
 	defer c.Close()
-	resp, err := c.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{
-		Namespace: "default",
-		Query:     fmt.Sprintf("WorkflowId = '%s'", workflows.CallWorkflowID(creds.AccountID, 9001)),
+	query := fmt.Sprintf("WorkflowId = '%s'", workflows.CallWorkflowID(creds.AccountID, 9001))
+	var resp *workflowservice.ListWorkflowExecutionsResponse
+	teststack.Eventually(t, 60*time.Second, "the call's workflow completed", func() bool {
+		resp, err = c.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{
+			Namespace: "default", Query: query,
+		})
+		return err == nil && len(resp.Executions) == 1 &&
+			resp.Executions[0].Status == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED
 	})
-	require.NoError(t, err)
 	require.Len(t, resp.Executions, 1, "the run that waited across the restart took the end")
-	assert.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, resp.Executions[0].Status)
 	dev.stop(t)
 }
 
