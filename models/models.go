@@ -36,10 +36,21 @@ type Lead struct {
 	Events []LeadEvent `gorm:"foreignKey:LeadID"`
 }
 
-// FieldOrigin says who last set a lead field and when.
+// FieldOrigin says who last set a lead field and when. For a field CTM
+// set, it also names the CTM data that set it, so that older data arriving
+// late never overwrites newer (see store's lead rules).
 type FieldOrigin struct {
 	By string    `json:"by"` // OriginCTM or OriginStaff
 	At time.Time `json:"at"`
+
+	// CTMCallID is the CTM call (or message) whose data set the field.
+	CTMCallID int64 `json:"ctm_call_id,omitempty"`
+	// CallStartedAt is when that call started; of two calls, the later
+	// one's data wins.
+	CallStartedAt *time.Time `json:"call_started_at,omitempty"`
+	// Version is the delivery's version (store.Version), which orders the
+	// deliveries of one call.
+	Version int64 `json:"version,omitempty"`
 }
 
 // Who set a lead field.

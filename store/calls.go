@@ -98,7 +98,8 @@ func (s *Store) RecordCall(ctx context.Context, d CallDelivery) (CallRecord, err
 			return err
 		}
 
-		if err := s.fillLead(tx, call.LeadID, c, now); err != nil {
+		src := ctmSource{callID: c.ID, startedAt: c.StartedAt(), version: d.Version}
+		if err := s.applyToLead(tx, call.LeadID, src, c, now); err != nil {
 			return err
 		}
 		if err := markProcessed(tx, d.DeliveryID, now); err != nil {

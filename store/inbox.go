@@ -32,6 +32,40 @@ func (s *Store) SaveDelivery(ctx context.Context, d *models.Delivery, owner stri
 		d.LeaseOwner, d.LeaseUntil, d.Attempts = owner, &until, 1
 	}
 
+	return s.insertDelivery(ctx, d)
+}
+
+// SaveFetched stores a call object fetched from CTM's API as a delivery
+// that a workflow applies itself rather than through the relay, so it is
+// stored already dispatched. Like SaveDelivery it recognises a body
+// already stored for the account and kind: d is filled with that row and
+// duplicate is true.
+func (s *Store) SaveFetched(ctx context.Context, d *models.Delivery) (duplicate bool, err error) {
+	now := s.now()
+	if d.ReceivedAt.IsZero() {
+		d.ReceivedAt = now
+	}
+	d.Status = models.DeliveryDispatched
+	d.NextAttemptAt = d.ReceivedAt
+	d.DispatchedAt = &now
+	body := d.Body
+	dup, err := s.insertDelivery(ctx, d)
+	if err != nil || !dup || d.PurgedAt == nil {
+		return dup, err
+	}
+
+	// The same object was fetched before and its body purged since: the
+	// workflow about to apply it needs the body back.
+	err = s.db.WithContext(ctx).Model(&models.Delivery{}).Where("id = ?", d.ID).
+		Updates(map[string]any{"body": body, "purged_at": nil, "processed_at": nil}).Error
+	if err != nil {
+		return true, fmt.Errorf("restoring delivery %d: %w", d.ID, mapErr(err))
+	}
+	d.Body, d.PurgedAt, d.ProcessedAt = body, nil, nil
+	return true, nil
+}
+
+func (s *Store) insertDelivery(ctx context.Context, d *models.Delivery) (duplicate bool, err error) {
 	db := s.db.WithContext(ctx)
 	res := db.Clauses(clause.OnConflict{DoNothing: true}).Create(d)
 	if res.Error != nil {

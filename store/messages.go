@@ -65,7 +65,8 @@ func (s *Store) RecordMessage(ctx context.Context, d MessageDelivery) (MessageRe
 		if err := tx.Create(&msg).Error; err != nil {
 			return mapErr(err)
 		}
-		if err := s.fillLead(tx, lead.ID, m, now); err != nil {
+		src := ctmSource{callID: m.ID, startedAt: sent, version: Version(models.KindTextMessage, sent)}
+		if err := s.applyToLead(tx, lead.ID, src, m, now); err != nil {
 			return err
 		}
 

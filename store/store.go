@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ type Options struct {
 	// second connection only waits in SQLite's busy handler, which sleeps
 	// in steps of up to 100 ms, where Go's pool would queue in order.
 	MaxOpenConns int
+	// CreateOnlyFields are the lead fields (from LeadFields) CTM sets
+	// only while empty. Nil means DefaultCreateOnlyFields; empty, none.
+	CreateOnlyFields []string
 }
 
 // Store is the CRM database.
@@ -56,6 +60,8 @@ type Store struct {
 	db      *gorm.DB
 	dialect string
 	now     func() time.Time
+	// createOnly holds the lead fields CTM sets only while empty.
+	createOnly map[string]bool
 }
 
 // Open connects to the database at dsn: a postgres:// (or postgresql://)
@@ -90,10 +96,22 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	sqlDB.SetMaxIdleConns(maxOpen)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 
+	createOnly := opts.CreateOnlyFields
+	if createOnly == nil {
+		createOnly = DefaultCreateOnlyFields
+	}
 	s := &Store{
-		db:      db,
-		dialect: dialect,
-		now:     func() time.Time { return time.Now().UTC() },
+		db:         db,
+		dialect:    dialect,
+		now:        func() time.Time { return time.Now().UTC() },
+		createOnly: map[string]bool{},
+	}
+	for _, f := range createOnly {
+		if !slices.Contains(LeadFields, f) {
+			_ = sqlDB.Close()
+			return nil, fmt.Errorf("create-only field %q is not a lead field", f)
+		}
+		s.createOnly[f] = true
 	}
 	if err := s.Ping(ctx); err != nil {
 		_ = sqlDB.Close()
