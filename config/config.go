@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/nyaruka/phonenumbers"
+
+	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/models"
 )
 
 // Config is every setting of every ctmflow process.
@@ -61,6 +65,27 @@ type Config struct {
 	// a Go duration; 0 keeps bodies forever. Default 168h (7 days).
 	InboxRetention time.Duration `env:"INBOX_RETENTION" envDefault:"168h"`
 
+	// CTMAPIURL is the base URL of CTM's REST API, asked for a call whose
+	// end webhook never came, by `ctmflow reconcile`, and for recordings.
+	// Recording URLs on any other host are refused. Default
+	// https://api.calltrackingmetrics.com.
+	CTMAPIURL string `env:"CTM_API_URL" envDefault:"https://api.calltrackingmetrics.com"`
+	// CTMAPIKeys maps CTM account ids to their API access and secret keys:
+	// "123=access:secret,456=access2:secret2". An account without keys
+	// cannot be asked: its calls whose end never came are marked
+	// end_missing at once, and its recordings cannot be played.
+	CTMAPIKeys APIKeys `env:"CTM_API_KEYS"`
+	// CreateOnlyFields are the lead fields CTM sets only while they are
+	// empty (first-touch attribution), comma-separated; "none" lets CTM
+	// update every field it set. Default source,medium,campaign.
+	CreateOnlyFields FieldList `env:"CTM_CREATE_ONLY_FIELDS" envDefault:"source,medium,campaign"`
+	// CallEndMaxChecks is how many times a call whose end never came asks
+	// CTM's API before it is marked end_missing. Default 4.
+	CallEndMaxChecks int `env:"CALL_END_MAX_CHECKS" envDefault:"4"`
+	// CallEndRecheck is how long a call waits again, a Go duration, when
+	// CTM's API says it is still in progress. Default 1h.
+	CallEndRecheck time.Duration `env:"CALL_END_RECHECK" envDefault:"1h"`
+
 	// WorkerCacheSize bounds the workflows a worker keeps in memory.
 	// Default 10000.
 	WorkerCacheSize int `env:"WORKER_CACHE_SIZE" envDefault:"10000"`
@@ -83,6 +108,8 @@ const (
 	RoleWebhook Role = "webhook"
 	RoleWorker  Role = "worker"
 	RoleMigrate Role = "migrate"
+	// RoleReconcile is `ctmflow reconcile`, which needs CTM API keys.
+	RoleReconcile Role = "reconcile"
 )
 
 // Load reads the configuration from environ (nil: the process
@@ -150,6 +177,24 @@ func (c *Config) Validate(role Role) error {
 	}
 	if c.CallEndTimeout < time.Second {
 		bad("CALL_END_TIMEOUT", "must be at least 1s, got %s", c.CallEndTimeout)
+	}
+	if u, err := url.Parse(c.CTMAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("CTM_API_URL", "must be an http(s) URL like https://api.calltrackingmetrics.com, got %q", c.CTMAPIURL)
+	}
+	if role == RoleReconcile && len(c.CTMAPIKeys) == 0 {
+		bad("CTM_API_KEYS", "required: account_id=access_key:secret_key pairs, comma-separated")
+	}
+	for _, f := range c.CreateOnlyFields {
+		if !slices.Contains(models.LeadFields, f) {
+			bad("CTM_CREATE_ONLY_FIELDS", "unknown lead field %q (want some of %s, or none)",
+				f, strings.Join(models.LeadFields, ","))
+		}
+	}
+	if c.CallEndMaxChecks < 0 {
+		bad("CALL_END_MAX_CHECKS", "must not be negative, got %d", c.CallEndMaxChecks)
+	}
+	if c.CallEndRecheck < time.Second {
+		bad("CALL_END_RECHECK", "must be at least 1s, got %s", c.CallEndRecheck)
 	}
 	if c.InboxRetention < 0 {
 		bad("INBOX_RETENTION", "must not be negative")
@@ -226,6 +271,63 @@ func (s Secrets) String() string {
 	}
 	sort.Strings(ids)
 	return strings.Join(ids, ",")
+}
+
+// APIKeys maps CTM account ids to their REST API credentials.
+type APIKeys map[int64]ctm.Credentials
+
+// UnmarshalText reads "123=access:secret,456=access2:secret2".
+func (k *APIKeys) UnmarshalText(text []byte) error {
+	out := APIKeys{}
+	for i, pair := range strings.Split(string(text), ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		id, keys, ok := strings.Cut(pair, "=")
+		access, secret, ok2 := strings.Cut(keys, ":")
+		account, err := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
+		access, secret = strings.TrimSpace(access), strings.TrimSpace(secret)
+		if !ok || !ok2 || err != nil || account <= 0 || access == "" || secret == "" {
+			// The entry itself is not quoted: it holds keys.
+			return fmt.Errorf("entry %d is not account_id=access_key:secret_key", i+1)
+		}
+		if _, dup := out[account]; dup {
+			return fmt.Errorf("account %d is listed twice", account)
+		}
+		out[account] = ctm.Credentials{AccessKey: access, SecretKey: secret}
+	}
+	*k = out
+	return nil
+}
+
+// String lists the accounts, never the keys.
+func (k APIKeys) String() string {
+	ids := make([]string, 0, len(k))
+	for id := range k {
+		ids = append(ids, strconv.FormatInt(id, 10))
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
+// FieldList is a comma-separated list of lead fields; "none" is empty.
+type FieldList []string
+
+// UnmarshalText reads "source,medium" or "none".
+func (f *FieldList) UnmarshalText(text []byte) error {
+	out := FieldList{}
+	if strings.EqualFold(strings.TrimSpace(string(text)), "none") {
+		*f = out
+		return nil
+	}
+	for _, name := range strings.Split(string(text), ",") {
+		if name = strings.ToLower(strings.TrimSpace(name)); name != "" && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	*f = out
+	return nil
 }
 
 // named rewrites the env library's errors, which name struct fields, to

@@ -28,6 +28,30 @@ func TestLoadDefaults(t *testing.T) {
 	assert.Equal(t, int64(1<<20), cfg.MaxBodyBytes)
 	assert.Equal(t, 168*time.Hour, cfg.InboxRetention)
 	assert.Equal(t, Secrets{101: "alpha", 202: "beta"}, cfg.WebhookSecrets)
+	assert.Equal(t, "https://api.calltrackingmetrics.com", cfg.CTMAPIURL)
+	assert.Empty(t, cfg.CTMAPIKeys)
+	assert.Equal(t, FieldList{"source", "medium", "campaign"}, cfg.CreateOnlyFields)
+	assert.Equal(t, 4, cfg.CallEndMaxChecks)
+	assert.Equal(t, time.Hour, cfg.CallEndRecheck)
+}
+
+func TestCTMSettings(t *testing.T) {
+	env := webhookEnv()
+	env["CTM_API_KEYS"] = "101=ak1:sk1, 202=ak2:sk2"
+	env["CTM_CREATE_ONLY_FIELDS"] = "none"
+	cfg, err := Load(RoleReconcile, env)
+	require.NoError(t, err)
+	assert.Equal(t, APIKeys{
+		101: {AccessKey: "ak1", SecretKey: "sk1"},
+		202: {AccessKey: "ak2", SecretKey: "sk2"},
+	}, cfg.CTMAPIKeys)
+	assert.Equal(t, "101,202", cfg.CTMAPIKeys.String(), "accounts, never keys")
+	assert.Equal(t, FieldList{}, cfg.CreateOnlyFields)
+
+	env["CTM_API_KEYS"] = "101=ak1:topsecret,202"
+	_, err = Load(RoleWebhook, env)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "topsecret")
 }
 
 func TestLoadNamesTheBadVariable(t *testing.T) {
@@ -54,6 +78,12 @@ func TestLoadNamesTheBadVariable(t *testing.T) {
 		{name: "tiny body limit", role: RoleWebhook, set: map[string]string{"WEBHOOK_MAX_BODY_BYTES": "10"}, want: "WEBHOOK_MAX_BODY_BYTES:"},
 		{name: "unknown log format", role: RoleWebhook, set: map[string]string{"LOG_FORMAT": "xml"}, want: "LOG_FORMAT:"},
 		{name: "unknown log level", role: RoleWebhook, set: map[string]string{"LOG_LEVEL": "loud"}, want: "LOG_LEVEL:"},
+		{name: "malformed api keys", role: RoleWebhook, set: map[string]string{"CTM_API_KEYS": "101=onlyonekey"}, want: "CTM_API_KEYS: entry 1 is not account_id=access_key:secret_key"},
+		{name: "api keys required by reconcile", role: RoleReconcile, want: "CTM_API_KEYS: required"},
+		{name: "bad api url", role: RoleWebhook, set: map[string]string{"CTM_API_URL": "ftp://ctm"}, want: "CTM_API_URL: must be an http(s) URL"},
+		{name: "unknown create-only field", role: RoleWebhook, set: map[string]string{"CTM_CREATE_ONLY_FIELDS": "source,phone"}, want: `CTM_CREATE_ONLY_FIELDS: unknown lead field "phone"`},
+		{name: "negative checks", role: RoleWebhook, set: map[string]string{"CALL_END_MAX_CHECKS": "-1"}, want: "CALL_END_MAX_CHECKS:"},
+		{name: "tiny recheck", role: RoleWebhook, set: map[string]string{"CALL_END_RECHECK": "10ms"}, want: "CALL_END_RECHECK:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,6 +36,13 @@ type Lead struct {
 	Events []LeadEvent `gorm:"foreignKey:LeadID"`
 }
 
+// LeadFields are the lead's own fields, by column, that CTM fills and
+// staff may edit. The phone number is the lead's key and is handled apart.
+var LeadFields = []string{
+	"name", "email", "city", "state", "country", "postal_code",
+	"source", "medium", "campaign",
+}
+
 // FieldOrigin says who last set a lead field and when. For a field CTM
 // set, it also names the CTM data that set it, so that older data arriving
 // late never overwrites newer (see store's lead rules).

@@ -56,13 +56,6 @@ func findOrCreateLead(tx *gorm.DB, accountID int64, phone string, now time.Time)
 	return &existing, false, nil
 }
 
-// LeadFields are the lead's own fields, by column, that CTM fills and
-// staff may edit. The phone number is the lead's key and is handled apart.
-var LeadFields = []string{
-	"name", "email", "city", "state", "country", "postal_code",
-	"source", "medium", "campaign",
-}
-
 // DefaultCreateOnlyFields are the lead fields CTM sets only while they are
 // empty: the first touch's attribution, which a repeat call from another
 // campaign must not rewrite.
@@ -166,7 +159,7 @@ func (s *Store) applyToLead(tx *gorm.DB, leadID int64, src ctmSource, c *ctm.Cal
 }
 
 // LeadEdit is a staff edit of a lead: new values by column, from
-// LeadFields or "phone" (E.164; it must not belong to another lead of
+// models.LeadFields or "phone" (E.164; it must not belong to another lead of
 // the account). An empty value clears the field, and the field stays the
 // staff's: CTM will not fill it again.
 type LeadEdit map[string]string
@@ -198,7 +191,7 @@ func (s *Store) EditLead(ctx context.Context, id int64, edit LeadEdit) (*models.
 				if err := phoneFree(tx, lead, v); err != nil {
 					return err
 				}
-			} else if !slices.Contains(LeadFields, col) {
+			} else if !slices.Contains(models.LeadFields, col) {
 				return fmt.Errorf("lead field %q is not editable", col)
 			}
 			updates[col] = v

@@ -50,7 +50,7 @@ type Options struct {
 	// second connection only waits in SQLite's busy handler, which sleeps
 	// in steps of up to 100 ms, where Go's pool would queue in order.
 	MaxOpenConns int
-	// CreateOnlyFields are the lead fields (from LeadFields) CTM sets
+	// CreateOnlyFields are the lead fields (from models.LeadFields) CTM sets
 	// only while empty. Nil means DefaultCreateOnlyFields; empty, none.
 	CreateOnlyFields []string
 }
@@ -107,7 +107,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		createOnly: map[string]bool{},
 	}
 	for _, f := range createOnly {
-		if !slices.Contains(LeadFields, f) {
+		if !slices.Contains(models.LeadFields, f) {
 			_ = sqlDB.Close()
 			return nil, fmt.Errorf("create-only field %q is not a lead field", f)
 		}
