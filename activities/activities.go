@@ -36,6 +36,9 @@ type Activities struct {
 	Events EventPublisher
 	// Metrics, when set, is told how long a call took to be recorded.
 	Metrics *metrics.Metrics
+	// CTM asks CTM's REST API for calls whose end never came. Nil, or an
+	// account without keys, leaves such calls end_missing.
+	CTM *ctm.Client
 }
 
 // Error types the workflows and ops see; none is retried.

@@ -190,8 +190,8 @@ func (c *Config) Validate(role Role) error {
 				f, strings.Join(models.LeadFields, ","))
 		}
 	}
-	if c.CallEndMaxChecks < 0 {
-		bad("CALL_END_MAX_CHECKS", "must not be negative, got %d", c.CallEndMaxChecks)
+	if c.CallEndMaxChecks < 1 {
+		bad("CALL_END_MAX_CHECKS", "must be at least 1, got %d", c.CallEndMaxChecks)
 	}
 	if c.CallEndRecheck < time.Second {
 		bad("CALL_END_RECHECK", "must be at least 1s, got %s", c.CallEndRecheck)

@@ -27,13 +27,22 @@ var acts *activities.Activities
 //  4. With the end recorded, the workflow completes. A later update (a
 //     transcript, a star rating) starts a short new run under the same id,
 //     which applies it to the same call and lead and completes at once.
-//  5. If the end never comes, the call is marked end_missing.
+//  5. If the end never comes in time, the workflow asks CTM's API for
+//     the call. An ended call's data is applied as if its end webhook had
+//     come; a call still in progress is waited for again, up to
+//     EndChecks times; otherwise the call is marked end_missing.
 //
 // Deliveries may come in any order and any number of times; each step
 // applies data by version, so the result is the same as a clean order.
 func CallWorkflow(ctx workflow.Context, in CallInput) error {
 	if in.EndTimeout <= 0 {
 		in.EndTimeout = DefaultEndTimeout
+	}
+	if in.EndChecks <= 0 {
+		in.EndChecks = DefaultEndChecks
+	}
+	if in.EndRecheck <= 0 {
+		in.EndRecheck = DefaultEndRecheck
 	}
 	r := &callRun{in: in}
 	r.state.Stage = "received"
@@ -73,10 +82,10 @@ func (r *callRun) run(ctx workflow.Context) error {
 			return nil
 		}
 		if timedOut {
-			if err := r.endMissing(ctx); err != nil {
+			timedOut = false
+			if err := r.timedOut(ctx); err != nil {
 				return err
 			}
-			r.done = true
 			continue
 		}
 
@@ -159,6 +168,60 @@ func (r *callRun) endSteps(d Delivery, rec activities.RecordCallResult) []namedS
 	return steps
 }
 
+// endFromAPI names the change that made a timed-out call ask CTM's API.
+// Runs that timed out before it marked the call end_missing at once, and
+// must replay so.
+const endFromAPI = "end-from-ctm-api"
+
+// timedOut handles the end wait's expiry: it asks CTM's API for the call
+// and applies what it says, waits again, or gives up. It leaves r.done
+// set, or r.timer set to the next wait.
+func (r *callRun) timedOut(ctx workflow.Context) error {
+	if workflow.GetVersion(ctx, endFromAPI, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return r.giveUp(ctx)
+	}
+
+	r.state.EndChecks++
+	ref := activities.CallRef{AccountID: r.in.AccountID, CallID: r.in.CallID}
+	var res activities.FetchCallResult
+	skipped, err := r.ops.step(ctx, "ask CTM for the end", func(ctx workflow.Context) error {
+		ctx = workflow.WithActivityOptions(ctx, fetchOptions(r.state.EndChecks))
+		return workflow.ExecuteActivity(ctx, acts.FetchCall, ref).Get(ctx, &res)
+	})
+	if err != nil {
+		return err
+	}
+	logger := workflow.GetLogger(ctx)
+	logger.Info("asked CTM's API for the call end", "answer", res.Status, "check", r.state.EndChecks)
+
+	switch {
+	case skipped:
+	case res.Status == activities.CTMCallEnded:
+		if err := r.handle(ctx, Delivery{ID: res.DeliveryID, Kind: models.KindCallEnd}); err != nil {
+			return err
+		}
+		if r.done {
+			return nil
+		}
+	case res.Status == activities.CTMCallInProgress && r.state.EndChecks < r.in.EndChecks:
+		r.state.EndDeadline = workflow.Now(ctx).Add(r.in.EndRecheck)
+		r.timer = workflow.NewTimerWithOptions(ctx, r.in.EndRecheck, workflow.TimerOptions{
+			Summary: "wait again: CTM says the call is in progress",
+		})
+		return nil
+	}
+	return r.giveUp(ctx)
+}
+
+// giveUp marks the call end_missing; nothing is left to wait for.
+func (r *callRun) giveUp(ctx workflow.Context) error {
+	if err := r.endMissing(ctx); err != nil {
+		return err
+	}
+	r.done = true
+	return nil
+}
+
 func (r *callRun) endMissing(ctx workflow.Context) error {
 	ref := activities.CallRef{AccountID: r.in.AccountID, CallID: r.in.CallID}
 	_, err := r.ops.step(ctx, "mark end missing", func(ctx workflow.Context) error {
@@ -207,6 +270,9 @@ func (r *callRun) details(ctx workflow.Context) {
 	s := fmt.Sprintf("**Stage:** %s · **lead** %d · %d deliveries", r.state.Stage, r.state.LeadID, r.state.Deliveries)
 	if r.state.WaitingFor == WaitingForEnd {
 		s += fmt.Sprintf("\n\nWaiting for the call end until %s.", r.state.EndDeadline.Format(time.RFC3339))
+	}
+	if r.state.EndChecks > 0 {
+		s += fmt.Sprintf(" CTM's API asked %d of %d times.", r.state.EndChecks, r.in.EndChecks)
 	}
 	workflow.SetCurrentDetails(ctx, s+r.ops.details())
 }

@@ -27,6 +27,9 @@ type callEnv struct {
 	records map[int64]activities.RecordCallResult
 	// calls counts activity invocations by name.
 	calls map[string]int
+	// fetches are FetchCall's answers, in turn; when they run out it
+	// answers that the account has no API keys.
+	fetches []activities.FetchCallResult
 }
 
 // newEnv returns a quiet test environment: the SDK's test logger prints
@@ -74,6 +77,16 @@ func newCallEnv(t *testing.T) *callEnv {
 		e.calls["MarkEndMissing"]++
 		return nil
 	})
+	e.OnActivity(acts.FetchCall, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ activities.CallRef) (activities.FetchCallResult, error) {
+			e.calls["FetchCall"]++
+			if len(e.fetches) == 0 {
+				return activities.FetchCallResult{Status: activities.CTMNoKeys}, nil
+			}
+			res := e.fetches[0]
+			e.fetches = e.fetches[1:]
+			return res, nil
+		})
 	return e
 }
 

@@ -72,3 +72,24 @@ func outcomeOptions(d Delivery) workflow.ActivityOptions {
 		Summary: summary,
 	}
 }
+
+// fetchOptions: asking CTM's API for a call whose end never came. CTM may
+// be down or rate limiting (a 429's Retry-After sets the next attempt);
+// it retries for an hour before parking. Refused keys park at once: only
+// a person can fix them.
+func fetchOptions(check int) workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout:    time.Minute,
+		ScheduleToCloseTimeout: time.Hour,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    5 * time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    5 * time.Minute,
+			NonRetryableErrorTypes: []string{
+				activities.ErrTypeInvalid, activities.ErrTypeCTMUnauthorized,
+				activities.ErrTypeCTMRefused,
+			},
+		},
+		Summary: fmt.Sprintf("ask CTM's API for the call end (check %d)", check),
+	}
+}

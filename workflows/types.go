@@ -32,6 +32,14 @@ const (
 // hours covers all but the rarest.
 const DefaultEndTimeout = 4 * time.Hour
 
+// DefaultEndChecks is how many times a call whose end never came asks
+// CTM's API, when CallInput says nothing.
+const DefaultEndChecks = 4
+
+// DefaultEndRecheck is how long a call waits again when CTM's API says it
+// is still in progress, when CallInput says nothing.
+const DefaultEndRecheck = time.Hour
+
 // CallInput starts a call's workflow.
 type CallInput struct {
 	AccountID int64
@@ -39,6 +47,12 @@ type CallInput struct {
 	// EndTimeout bounds the wait for the call's end; 0 means
 	// DefaultEndTimeout.
 	EndTimeout time.Duration
+	// EndChecks bounds how often CTM's API is asked for a call whose end
+	// never came; 0 means DefaultEndChecks.
+	EndChecks int
+	// EndRecheck is the wait after CTM's API said the call is still in
+	// progress; 0 means DefaultEndRecheck.
+	EndRecheck time.Duration
 }
 
 // MessageInput starts a text message's workflow.
@@ -76,6 +90,8 @@ type State struct {
 	WaitingFor  string
 	EndDeadline time.Time
 	Deliveries  int
+	// EndChecks counts the times CTM's API was asked for the end.
+	EndChecks int
 	Parked      []ParkedStep
 }
 
