@@ -26,6 +26,9 @@ type Options struct {
 	// PhoneRegion reads ?phone= values written without a country code.
 	PhoneRegion string
 	Logger      *slog.Logger
+	// CTM fetches recordings with each account's API keys; nil answers
+	// recording requests with 503.
+	CTM *ctm.Client
 }
 
 // API serves /api.
@@ -54,6 +57,8 @@ func (a *API) Group(r gin.IRouter) *gin.RouterGroup {
 func (a *API) Register(g *gin.RouterGroup) {
 	g.GET("/leads", a.listLeads)
 	g.GET("/leads/:id", a.getLead)
+	g.PATCH("/leads/:id", a.editLead)
+	g.GET("/calls/:id/recording", a.recording)
 }
 
 func (a *API) authenticate(c *gin.Context) {

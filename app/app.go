@@ -38,11 +38,42 @@ type Deps struct {
 	// Metrics, when set, receives what the parts measure and is served
 	// at /metrics.
 	Metrics *metrics.Metrics
+	// CTM is the client of CTM's REST API; nil builds it from Config.
+	CTM *ctm.Client
+}
+
+// ctmAPI returns d.CTM, or builds the client from the configuration.
+func ctmAPI(d Deps) *ctm.Client {
+	if d.CTM != nil {
+		return d.CTM
+	}
+	c, err := NewCTMClient(d.Config, d.Log, 0)
+	if err != nil {
+		// Config.Validate checked the URL: this is a bug, and without
+		// the client calls fall back to end_missing.
+		d.Log.Error("building ctm api client", logging.KeyError, err)
+		return nil
+	}
+	return c
 }
 
 // OpenStore opens the configured database.
 func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, cfg.DatabaseURL, store.Options{MaxOpenConns: cfg.DatabaseMaxConns})
+	return store.Open(ctx, cfg.DatabaseURL, store.Options{
+		MaxOpenConns:     cfg.DatabaseMaxConns,
+		CreateOnlyFields: cfg.CreateOnlyFields,
+	})
+}
+
+// NewCTMClient builds the client of CTM's REST API. retries is how often
+// it retries a request itself: 0 where Temporal retries the activity.
+func NewCTMClient(cfg *config.Config, log *slog.Logger, retries int) (*ctm.Client, error) {
+	return ctm.NewClient(ctm.ClientOptions{
+		BaseURL: cfg.CTMAPIURL,
+		Keys:    cfg.CTMAPIKeys,
+		Retries: retries,
+		Logger:  log.With(logging.KeyComponent, "ctm-api"),
+	})
 }
 
 // DialTemporal connects to the configured Temporal, reporting the SDK's
@@ -64,6 +95,8 @@ func NewRelay(d Deps) *inbox.Relay {
 		Client:     d.Temporal,
 		TaskQueue:  d.Config.TaskQueue,
 		EndTimeout: d.Config.CallEndTimeout,
+		EndChecks:  d.Config.CallEndMaxChecks,
+		EndRecheck: d.Config.CallEndRecheck,
 	}, inbox.Options{
 		Retention: d.Config.InboxRetention,
 		Logger:    d.Log.With(logging.KeyComponent, "relay"),
@@ -105,6 +138,7 @@ func NewHandler(d Deps, relay *inbox.Relay) http.Handler {
 		Token:       d.Config.APIToken,
 		PhoneRegion: d.Config.PhoneRegion,
 		Logger:      d.Log,
+		CTM:         ctmAPI(d),
 	})
 	return server.NewRouter(server.Options{
 		Logger: d.Log,
@@ -176,6 +210,7 @@ func NewWorker(d Deps) sdkworker.Worker {
 			Store:       d.Store,
 			PhoneRegion: d.Config.PhoneRegion,
 			Metrics:     d.Metrics,
+			CTM:         ctmAPI(d),
 		},
 	})
 }

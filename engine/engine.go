@@ -110,6 +110,10 @@ type Dispatcher struct {
 	TaskQueue string
 	// EndTimeout is how long a new call workflow waits for the call's end.
 	EndTimeout time.Duration
+	// EndChecks and EndRecheck bound asking CTM's API for an end that
+	// never came (see workflows.CallInput).
+	EndChecks  int
+	EndRecheck time.Duration
 }
 
 // Dispatch signals the delivery's workflow, starting it if no run is
@@ -140,7 +144,13 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ref store.DeliveryRef) error 
 		opts.StaticSummary = fmt.Sprintf("CTM call %d · account %d · first seen as %s",
 			ref.CTMID, ref.AccountID, ref.Kind)
 		opts.StaticDetails = callDetails
-		in := workflows.CallInput{AccountID: ref.AccountID, CallID: ref.CTMID, EndTimeout: d.EndTimeout}
+		in := workflows.CallInput{
+			AccountID:  ref.AccountID,
+			CallID:     ref.CTMID,
+			EndTimeout: d.EndTimeout,
+			EndChecks:  d.EndChecks,
+			EndRecheck: d.EndRecheck,
+		}
 		_, err = d.Client.SignalWithStartWorkflow(ctx, opts.ID, workflows.SignalDelivery, sig,
 			opts, workflows.CallWorkflow, in)
 	}

@@ -24,6 +24,7 @@ const (
 	KeyDeliveryID = "delivery_id"
 	KeyAccountID  = "account_id"
 	KeyCTMID      = "ctm_id"
+	KeyCallID     = "call_id"
 	KeyKind       = "kind"
 	KeyStatus     = "status"
 	KeyCode       = "code"

@@ -92,7 +92,7 @@ type State struct {
 	Deliveries  int
 	// EndChecks counts the times CTM's API was asked for the end.
 	EndChecks int
-	Parked      []ParkedStep
+	Parked    []ParkedStep
 }
 
 // ParkedStep is a step whose retries ran out, waiting for an ops decision.
