@@ -47,7 +47,7 @@ func ctmAPI(d Deps) *ctm.Client {
 	if d.CTM != nil {
 		return d.CTM
 	}
-	c, err := NewCTMClient(d.Config, d.Log, 0)
+	c, err := NewCTMClient(d.Config, d.Log)
 	if err != nil {
 		// Config.Validate checked the URL: this is a bug, and without
 		// the client calls fall back to end_missing.
@@ -65,13 +65,13 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	})
 }
 
-// NewCTMClient builds the client of CTM's REST API. retries is how often
-// it retries a request itself: 0 where Temporal retries the activity.
-func NewCTMClient(cfg *config.Config, log *slog.Logger, retries int) (*ctm.Client, error) {
+// NewCTMClient builds the client of CTM's REST API for the worker and
+// the API. It does not retry by itself: Temporal retries the activities,
+// and a player retries a recording.
+func NewCTMClient(cfg *config.Config, log *slog.Logger) (*ctm.Client, error) {
 	return ctm.NewClient(ctm.ClientOptions{
 		BaseURL: cfg.CTMAPIURL,
 		Keys:    cfg.CTMAPIKeys,
-		Retries: retries,
 		Logger:  log.With(logging.KeyComponent, "ctm-api"),
 	})
 }

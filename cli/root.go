@@ -88,7 +88,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
   ctmflow dev       everything in one process, for a laptop
   ctmflow webhook   production: webhook receiver, API and inbox relay
   ctmflow worker    production: the Temporal worker
-  ctmflow migrate   production: database schema and search attributes`,
+  ctmflow migrate   production: database schema and search attributes
+  ctmflow reconcile fill the gaps CTM's webhooks left, from CTM's API`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -105,6 +106,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newInboxCmd(),
 		newConfigCmd(),
 		newProbeCmd(),
+		newReconcileCmd(),
 	)
 	root.AddCommand(devCommands()...)
 	return root

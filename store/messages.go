@@ -113,3 +113,15 @@ func (s *Store) RecordMessage(ctx context.Context, d MessageDelivery) (MessageRe
 	}
 	return rec, nil
 }
+
+// HasMessage says whether the account's CTM message is recorded.
+func (s *Store) HasMessage(ctx context.Context, accountID, ctmMessageID int64) (bool, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&models.Message{}).
+		Where("account_id = ? AND ctm_message_id = ?", accountID, ctmMessageID).
+		Count(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("looking up message %d: %w", ctmMessageID, mapErr(err))
+	}
+	return n > 0, nil
+}
