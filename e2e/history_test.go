@@ -22,25 +22,32 @@ import (
 var updateHistories = flag.Bool("update-histories", false,
 	"write the recorded histories to workflows/testdata as the current version's baseline")
 
-// historyVersion names the workflow code version the recorded histories
-// belong to. Bump it with a workflow change that needs versioning, and
-// keep the older files: workflows/replay_test.go replays all of them.
-const historyVersion = "v1"
+// historyVersion names the current workflow code version. Bump it with a
+// workflow change that needs versioning, tag the runs of the new paths
+// with it, and keep the older files: workflows/replay_test.go replays all
+// of them. -update-histories writes only the current version's files, so
+// a baseline recorded by older code is never overwritten.
+//
+//   - v1: the call lifecycle.
+//   - v2: a timed-out end wait asks CTM's API (workflows.endFromAPI).
+const historyVersion = "v2"
 
 // TestRecordedHistoriesReplay runs each kind of call through the real
 // server, then replays the histories the server stored against today's
 // workflow code. A non-deterministic change fails here before it ships;
 // with -update-histories the histories become the replay baseline.
 func TestRecordedHistoriesReplay(t *testing.T) {
-	s := teststack.Start(t, teststack.Options{EndTimeout: 2 * time.Second})
-	type run struct{ name, wfID, runID string }
+	account := stackAccount()
+	ctmAPI, env := standIn(t, account, map[string]string{"CALL_END_RECHECK": "1s"})
+	s := teststack.Start(t, teststack.Options{EndTimeout: 2 * time.Second, Env: env, AccountID: account})
+	type run struct{ version, name, wfID, runID string }
 	var runs []run
 	// latest names the newest run of wfID, once it has closed.
-	latest := func(name, wfID string) run {
+	latest := func(version, name, wfID string) run {
 		waitClosed(t, s, wfID)
 		d, err := s.Client.DescribeWorkflowExecution(context.Background(), wfID, "")
 		require.NoError(t, err)
-		return run{name, wfID, d.WorkflowExecutionInfo.Execution.RunId}
+		return run{version, name, wfID, d.WorkflowExecutionInfo.Execution.RunId}
 	}
 
 	phone := "+12395550191"
@@ -53,33 +60,47 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	waitCallStage(t, s, phone, 8001, "started")
 	post("call-end", s.Sample(8001, phone).EndBody())
 	wf := workflows.CallWorkflowID(s.AccountID, 8001)
-	first := latest("call_start_then_end", wf)
+	first := latest("v1", "call_start_then_end", wf)
 	runs = append(runs, first)
 
 	post("call-update", s.Sample(8001, phone).UpdateBody())
 	waitCallRated(t, s, phone, 8001)
 	teststack.Eventually(t, 15*time.Second, "the late update's own run", func() bool {
-		return latest("", wf).runID != first.runID
+		return latest("", "", wf).runID != first.runID
 	})
-	runs = append(runs, latest("call_late_update", wf))
+	runs = append(runs, latest("v1", "call_late_update", wf))
 
 	post("call-end", s.Sample(8002, phone).EndBody())
-	runs = append(runs, latest("call_end_first", workflows.CallWorkflowID(s.AccountID, 8002)))
-
-	post("call-start", s.Sample(8003, phone).StartBody())
-	waitCallStage(t, s, phone, 8003, "end_missing")
-	runs = append(runs, latest("call_end_missing", workflows.CallWorkflowID(s.AccountID, 8003)))
+	runs = append(runs, latest("v1", "call_end_first", workflows.CallWorkflowID(s.AccountID, 8002)))
 
 	post("text-message", s.Sample(8004, phone).TextBody())
-	runs = append(runs, latest("text_message", workflows.MessageWorkflowID(s.AccountID, 8004)))
+	runs = append(runs, latest("v1", "text_message", workflows.MessageWorkflowID(s.AccountID, 8004)))
 
-	dir := t.TempDir()
-	if *updateHistories {
-		dir = filepath.Join("..", "workflows", "testdata")
-	}
+	// The end never comes; CTM's API does not know the call.
+	post("call-start", s.Sample(8003, phone).StartBody())
+	waitCallStage(t, s, phone, 8003, "end_missing")
+	runs = append(runs, latest("v2", "call_end_unknown_to_ctm", workflows.CallWorkflowID(s.AccountID, 8003)))
+
+	// The end never comes; CTM's API has it.
+	ctmAPI.PutCall(s.Sample(8005, phone).EndBody())
+	post("call-start", s.Sample(8005, phone).StartBody())
+	waitCallStage(t, s, phone, 8005, "ended")
+	runs = append(runs, latest("v2", "call_end_from_api", workflows.CallWorkflowID(s.AccountID, 8005)))
+
+	// CTM's API says the call is in progress, then that it ended.
+	ctmAPI.PutCallSequence(s.Sample(8006, phone).StartBody(), s.Sample(8006, phone).EndBody())
+	post("call-start", s.Sample(8006, phone).StartBody())
+	waitCallStage(t, s, phone, 8006, "ended")
+	runs = append(runs, latest("v2", "call_end_rechecked", workflows.CallWorkflowID(s.AccountID, 8006)))
+
+	scratch := t.TempDir()
 	for _, r := range runs {
-		t.Run(r.name, func(t *testing.T) {
-			path := filepath.Join(dir, historyVersion+"_"+r.name+".json")
+		t.Run(r.version+"_"+r.name, func(t *testing.T) {
+			dir := scratch
+			if *updateHistories && r.version == historyVersion {
+				dir = filepath.Join("..", "workflows", "testdata")
+			}
+			path := filepath.Join(dir, r.version+"_"+r.name+".json")
 			writeHistory(t, s, r.wfID, r.runID, path)
 
 			replayer := sdkworker.NewWorkflowReplayer()

@@ -133,6 +133,7 @@ func check(ctx context.Context, opts Options, raw json.RawMessage, sum *Summary)
 	if err != nil || kind == "" {
 		return err
 	}
+
 	hash := sha256.Sum256(body)
 	d := &models.Delivery{
 		AccountID:  opts.AccountID,
@@ -158,6 +159,12 @@ func check(ctx context.Context, opts Options, raw json.RawMessage, sum *Summary)
 
 // gap finds what the CRM lacks of c, counts it, and returns the delivery
 // kind and body that fill it; an empty kind means nothing is missing.
+//
+// An ended call's object is queued as a call-end whatever gap it fills:
+// the inbox dedupes by kind and body, so one object is queued once even
+// when a later run sees another gap in it (its end applied meanwhile,
+// its transcript not yet). The workflows treat an ended call's object
+// the same under either kind.
 func gap(ctx context.Context, opts Options, c *ctm.Call, raw json.RawMessage, sum *Summary) (string, []byte, error) {
 	if c.IsMessage() {
 		known, err := opts.Store.HasMessage(ctx, opts.AccountID, c.ID)
@@ -185,13 +192,13 @@ func gap(ctx context.Context, opts Options, c *ctm.Call, raw json.RawMessage, su
 		return models.KindCallEnd, raw, nil
 	case c.TranscriptionText != "" && call.Transcript == "":
 		sum.MissingTranscripts++
-		return models.KindCallUpdate, raw, nil
+		return models.KindCallEnd, raw, nil
 	case c.Audio != "" && call.RecordingURL == "":
 		sum.MissingRecordings++
-		return models.KindCallUpdate, raw, nil
+		return models.KindCallEnd, raw, nil
 	case c.Sale != nil && c.Sale.Score != nil && call.StarRating == nil:
 		sum.MissingRatings++
-		return models.KindCallUpdate, raw, nil
+		return models.KindCallEnd, raw, nil
 	case opts.Scores && c.Sale == nil && call.StarRating == nil:
 		return scored(ctx, opts, c, raw, sum)
 	}
@@ -199,7 +206,7 @@ func gap(ctx context.Context, opts Options, c *ctm.Call, raw json.RawMessage, su
 }
 
 // scored asks CTM for the call's sale and, when it carries a rating,
-// returns the call object with it as a call-update.
+// returns the call object with it.
 func scored(ctx context.Context, opts Options, c *ctm.Call, raw json.RawMessage, sum *Summary) (string, []byte, error) {
 	sale, err := opts.CTM.GetSale(ctx, opts.AccountID, c.ID)
 	switch {
@@ -222,5 +229,5 @@ func scored(ctx context.Context, opts Options, c *ctm.Call, raw json.RawMessage,
 		return "", nil, nil
 	}
 	sum.MissingRatings++
-	return models.KindCallUpdate, body, nil
+	return models.KindCallEnd, body, nil
 }

@@ -131,7 +131,7 @@ func TestReconcile(t *testing.T) {
 			}
 			assert.Equal(t, map[int64]string{
 				10: models.KindCallEnd, 11: models.KindCallStart, 12: models.KindCallEnd,
-				13: models.KindCallUpdate, 14: models.KindCallUpdate, 15: models.KindTextMessage,
+				13: models.KindCallEnd, 14: models.KindCallEnd, 15: models.KindTextMessage,
 			}, kinds)
 
 			t.Run("again before the workflows ran: nothing new", func(t *testing.T) {

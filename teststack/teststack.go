@@ -75,6 +75,12 @@ type Options struct {
 	NoWorker bool
 	// Logs receives the process's log lines (JSON). Default: discarded.
 	Logs io.Writer
+	// AccountID is the stack's CTM account. Default: a random one, which
+	// keeps the workflow ids of stacks sharing a server apart.
+	AccountID int64
+	// Env adds to, or overrides, the process's environment: CTM_API_URL
+	// and CTM_API_KEYS of a ctmtest stand-in, say.
+	Env map[string]string
 }
 
 // Stack is a running ctmflow process.
@@ -108,11 +114,14 @@ func Start(t testing.TB, opts Options) *Stack {
 		logs = io.Discard
 	}
 
+	if opts.AccountID == 0 {
+		opts.AccountID = 1000 + time.Now().UnixNano()%1_000_000_000
+	}
 	s := &Stack{
 		Token: "test_token_" + randomHex(8),
 		// Stacks share one Temporal server; a private account keeps
 		// their workflow ids apart.
-		AccountID: 1000 + time.Now().UnixNano()%1_000_000_000,
+		AccountID: opts.AccountID,
 		Secret:    "test_secret_" + randomHex(8),
 	}
 	env := map[string]string{
@@ -126,6 +135,9 @@ func Start(t testing.TB, opts Options) *Stack {
 		"CALL_END_TIMEOUT":    opts.EndTimeout.String(),
 		"SHUTDOWN_TIMEOUT":    "5s",
 	}
+	for k, v := range opts.Env {
+		env[k] = v
+	}
 	cfg, err := config.Load(config.RoleWebhook, env)
 	if err != nil {
 		t.Fatalf("configuring stack: %v", err)
@@ -136,8 +148,8 @@ func Start(t testing.TB, opts Options) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testenv.Store(t, cfg.DatabaseURL)
 	ctx := context.Background()
+	st := openStore(t, cfg)
 	m := metrics.New()
 	tc, err := app.DialTemporal(ctx, cfg, log, m, false)
 	if err != nil {
@@ -178,6 +190,23 @@ func Start(t testing.TB, opts Options) *Stack {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// openStore opens and migrates the stack's database the way the process
+// does, with the configured lead rules.
+func openStore(t testing.TB, cfg *config.Config) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := app.OpenStore(ctx, cfg)
+	if err != nil {
+		t.Fatalf("opening store: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	return st
 }
 
 // Stop stops the stack; it is safe to call twice.
@@ -228,6 +257,23 @@ func (s *Stack) Get(t testing.TB, path string, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// Patch sends body as JSON to the API with the stack's token, and
+// returns the status and decoded JSON answer.
+func (s *Stack) Patch(t testing.TB, path string, body any) (int, map[string]any) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPatch, s.BaseURL+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set("Content-Type", "application/json")
+	return s.do(t, req)
 }
 
 func (s *Stack) do(t testing.TB, req *http.Request) (int, map[string]any) {
