@@ -28,7 +28,7 @@ func sample(id int64, phone string) ctm.Sample {
 	return ctm.Sample{AccountID: account, CallID: id, Phone: phone, Start: day.Add(time.Duration(id) * time.Minute)}
 }
 
-func without(t *testing.T, body []byte, keys ...string) []byte {
+func without(t testing.TB, body []byte, keys ...string) []byte {
 	t.Helper()
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(body, &m))
@@ -42,7 +42,7 @@ func without(t *testing.T, body []byte, keys ...string) []byte {
 
 // record stores body as a webhook would and applies it the way the call
 // workflow does.
-func record(t *testing.T, a *activities.Activities, kind string, body []byte) {
+func record(t testing.TB, a *activities.Activities, kind string, body []byte) {
 	t.Helper()
 	c, err := ctm.Parse(body)
 	require.NoError(t, err)
@@ -54,7 +54,7 @@ func record(t *testing.T, a *activities.Activities, kind string, body []byte) {
 	apply(t, a, d.ID, kind)
 }
 
-func apply(t *testing.T, a *activities.Activities, id int64, kind string) {
+func apply(t testing.TB, a *activities.Activities, id int64, kind string) {
 	t.Helper()
 	ctx := context.Background()
 	in := activities.DeliveryInput{DeliveryID: id, Kind: kind}

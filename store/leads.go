@@ -129,6 +129,8 @@ func (s *Store) applyToLead(tx *gorm.DB, leadID int64, src ctmSource, c *ctm.Cal
 		switch {
 		case o.By == models.OriginStaff:
 			return
+		case in == cur && o.CTMCallID == src.callID && o.Version == src.version:
+			return // a redelivery: nothing new, and "at" stays when it was set
 		case cur == "":
 		case s.createOnly[col]:
 			return
