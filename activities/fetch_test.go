@@ -55,9 +55,12 @@ func TestFetchCall(t *testing.T) {
 		ref  activities.CallRef
 		want string
 	}{
-		{name: "still ringing", ref: activities.CallRef{AccountID: account, CallID: 2}, want: activities.CTMCallInProgress},
-		{name: "unknown to CTM", ref: activities.CallRef{AccountID: account, CallID: 3}, want: activities.CTMCallUnknown},
-		{name: "no keys for the account", ref: activities.CallRef{AccountID: 999, CallID: 1}, want: activities.CTMNoKeys},
+		{name: "still ringing", ref: activities.CallRef{AccountID: account, CallID: 2},
+			want: activities.CTMCallInProgress},
+		{name: "unknown to CTM", ref: activities.CallRef{AccountID: account, CallID: 3},
+			want: activities.CTMCallUnknown},
+		{name: "no keys for the account", ref: activities.CallRef{AccountID: 999, CallID: 1},
+			want: activities.CTMNoKeys},
 	}
 	for _, tc := range answers {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,7 +80,8 @@ func TestFetchCall(t *testing.T) {
 		wantDelay     time.Duration
 	}{
 		{name: "401 parks for a person", status: 401, wantType: activities.ErrTypeCTMUnauthorized},
-		{name: "429 retries after Retry-After", status: 429, retryAfter: "42", wantType: activities.ErrTypeCTMRateLimited,
+		{name: "429 retries after Retry-After", status: 429, retryAfter: "42",
+			wantType:      activities.ErrTypeCTMRateLimited,
 			wantRetryable: true, wantDelay: 42 * time.Second},
 		{name: "5xx retries", status: 500, wantType: activities.ErrTypeCTMUnavailable, wantRetryable: true},
 		{name: "another 4xx parks", status: 400, wantType: activities.ErrTypeCTMRefused},

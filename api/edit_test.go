@@ -35,7 +35,8 @@ func TestEditLead(t *testing.T) {
 			seed(t, st, 2, "+12395550172")
 			path := "/api/leads/" + jsonInt(float64(lead.LeadID))
 
-			status, body := patch(t, h, path, `{"name": " Jordan (JJ) Avery ", "source": "Referral", "email": "jj@example.org", "phone": "(239) 555-0173"}`)
+			status, body := patch(t, h, path,
+				`{"name": " Jordan (JJ) Avery ", "source": "Referral", "email": "jj@example.org", "phone": "(239) 555-0173"}`)
 			require.Equal(t, http.StatusOK, status, "%v", body)
 			assert.Equal(t, "Jordan (JJ) Avery", body["name"], "trimmed")
 			assert.Equal(t, "+12395550173", body["phone"], "normalised to E.164")
@@ -75,8 +76,10 @@ func TestEditLeadErrors(t *testing.T) {
 	}{
 		{name: "unknown field", body: `{"nickname": "JJ"}`, status: 422, code: "invalid_fields",
 			field: "nickname", why: "is not an editable field"},
-		{name: "not a string", body: `{"name": 7}`, status: 422, code: "invalid_fields", field: "name", why: "must be a string"},
-		{name: "null", body: `{"city": null}`, status: 422, code: "invalid_fields", field: "city", why: "must be a string"},
+		{name: "not a string", body: `{"name": 7}`, status: 422, code: "invalid_fields", field: "name",
+			why: "must be a string"},
+		{name: "null", body: `{"city": null}`, status: 422, code: "invalid_fields", field: "city",
+			why: "must be a string"},
 		{name: "too long", body: `{"postal_code": "` + strings.Repeat("9", 21) + `"}`, status: 422,
 			code: "invalid_fields", field: "postal_code", why: "must be at most 20 characters"},
 		{name: "control characters", body: `{"name": "a\u0000b"}`, status: 422, code: "invalid_fields",

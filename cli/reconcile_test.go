@@ -100,10 +100,12 @@ func TestReconcileExitCodes(t *testing.T) {
 		want string
 	}{
 		{name: "no account", args: []string{"reconcile", "--since", "24h"}, code: cli.ExitUsage, want: "--account"},
-		{name: "no since", args: []string{"reconcile", "--account", "802"}, code: cli.ExitUsage, want: "--since is required"},
+		{name: "no since", args: []string{"reconcile", "--account", "802"}, code: cli.ExitUsage,
+			want: "--since is required"},
 		{name: "unreadable since", args: []string{"reconcile", "--account", "802", "--since", "last tuesday"},
 			code: cli.ExitUsage, want: `"last tuesday" is not RFC 3339`},
-		{name: "until before since", args: append(ok, "--until", "2020-01-01"), code: cli.ExitUsage, want: "must be after --since"},
+		{name: "until before since", args: append(ok, "--until", "2020-01-01"), code: cli.ExitUsage,
+			want: "must be after --since"},
 		{name: "page too large", args: append(ok, "--per-page", "500"), code: cli.ExitUsage, want: "--per-page"},
 		{name: "no keys configured", env: map[string]string{"CTM_API_KEYS": ""}, args: ok,
 			code: cli.ExitConfig, want: "CTM_API_KEYS: required"},
@@ -111,7 +113,8 @@ func TestReconcileExitCodes(t *testing.T) {
 			code: cli.ExitConfig, want: "no keys for account 802"},
 		{name: "keys refused", env: map[string]string{"CTM_API_KEYS": "802=wrong:keys"}, args: ok,
 			code: cli.ExitRejected, want: "CTM refused the API keys"},
-		{name: "CTM unreachable", env: map[string]string{"CTM_API_KEYS": api.Keys(), "CTM_API_URL": "http://127.0.0.1:1"},
+		{name: "CTM unreachable", env: map[string]string{"CTM_API_KEYS": api.Keys(),
+			"CTM_API_URL": "http://127.0.0.1:1"},
 			args: ok, code: cli.ExitUnavailable, want: "CTM API unavailable"},
 	}
 	for _, tc := range cases {

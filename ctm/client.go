@@ -315,7 +315,8 @@ func retryClass(err error) error {
 	switch {
 	case errors.Is(apiErr, ErrRateLimited) && apiErr.RetryAfter > 0:
 		secs := int((apiErr.RetryAfter + time.Second - 1) / time.Second)
-		return &rateLimited{APIError: apiErr, wait: &backoff.RetryAfterError{Duration: time.Duration(secs) * time.Second}}
+		return &rateLimited{APIError: apiErr,
+			wait: &backoff.RetryAfterError{Duration: time.Duration(secs) * time.Second}}
 	case errors.Is(apiErr, ErrRateLimited), errors.Is(apiErr, ErrUnavailable):
 		return err
 	}
@@ -351,7 +352,8 @@ func (c *Client) fetch(ctx context.Context, creds Credentials, rawURL, path stri
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONBody))
 	if err != nil {
-		return nil, &APIError{Status: resp.StatusCode, Path: path, kind: fmt.Errorf("%w: reading answer: %v", ErrUnavailable, err)}
+		return nil, &APIError{Status: resp.StatusCode, Path: path, kind: fmt.Errorf("%w: reading answer: %v",
+			ErrUnavailable, err)}
 	}
 	return body, nil
 }

@@ -150,7 +150,8 @@ func TestListCallsPages(t *testing.T) {
 	for id := int64(1); id <= 320; id++ {
 		api.PutCall(ctm.Sample{AccountID: account, CallID: id, Phone: "+12395550402", Start: day}.StartBody())
 	}
-	api.PutCall(ctm.Sample{AccountID: account, CallID: 999, Phone: "+12395550402", Start: day.AddDate(0, 0, -3)}.StartBody())
+	api.PutCall(ctm.Sample{AccountID: account, CallID: 999, Phone: "+12395550402", Start: day.AddDate(0, 0,
+		-3)}.StartBody())
 	c := newClient(t, api, creds, ctm.ClientOptions{})
 
 	seen := map[int64]bool{}
@@ -219,7 +220,8 @@ func TestOpenRecording(t *testing.T) {
 		before := api.Requests("/recording")
 		_, err := c.OpenRecording(ctx, account, foreign, http.Header{})
 		assert.ErrorIs(t, err, ctm.ErrForeignHost)
-		_, err = c.OpenRecording(ctx, account, "https://evil.example/api/v1/accounts/501/calls/1/recording", http.Header{})
+		_, err = c.OpenRecording(ctx, account, "https://evil.example/api/v1/accounts/501/calls/1/recording",
+			http.Header{})
 		assert.ErrorIs(t, err, ctm.ErrForeignHost)
 		assert.Equal(t, before, api.Requests("/recording"))
 	})

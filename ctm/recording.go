@@ -25,7 +25,8 @@ const maxStorageHops = 3
 // the caller to stream and close; any other is an *APIError.
 //
 // Errors never quote the recording's URLs: they identify a call.
-func (c *Client) OpenRecording(ctx context.Context, account int64, recordingURL string, h http.Header) (*http.Response, error) {
+func (c *Client) OpenRecording(ctx context.Context, account int64, recordingURL string,
+	h http.Header) (*http.Response, error) {
 	const path = "recording"
 	u, err := url.Parse(recordingURL)
 	// Only CTM's API host gets the account's keys. A recording URL comes

@@ -89,9 +89,12 @@ func TestStaffEditsSurviveEveryStage(t *testing.T) {
 						path string
 						body []byte
 					}{
-						{"call-start", with(t, sample.StartBody(), map[string]any{"name": "Jordan Avery", "city": "Fort Myers"})},
-						{"call-end", with(t, sample.EndBody(), map[string]any{"name": "Jordan A. Avery", "city": "Naples"})},
-						{"call-update", with(t, sample.UpdateBody(), map[string]any{"name": "J. Avery", "city": "Tampa"})},
+						{"call-start", with(t, sample.StartBody(), map[string]any{"name": "Jordan Avery",
+							"city": "Fort Myers"})},
+						{"call-end", with(t, sample.EndBody(), map[string]any{"name": "Jordan A. Avery",
+							"city": "Naples"})},
+						{"call-update", with(t, sample.UpdateBody(), map[string]any{"name": "J. Avery",
+							"city": "Tampa"})},
 						{"call-update", with(t, sample.UpdateBody(), map[string]any{"name": "Jordan Avery-Smith",
 							"city": "Miami", "source": "Bing", "sale": map[string]any{"score": 5}})},
 					}
@@ -122,9 +125,10 @@ func TestStaffEditsSurviveEveryStage(t *testing.T) {
 					assert.Equal(t, models.OriginStaff, lead.Provenance["name"].By)
 					assert.Equal(t, models.OriginCTM, lead.Provenance["city"].By)
 					assert.Equal(t, 1, count(eventTypes(lead), models.EventLeadStaffUpdated))
-					teststack.Eventually(t, 15*time.Second, "a run per update, each after the last closed", func() bool {
-						return countRuns(t, s, wfID) == 3
-					})
+					teststack.Eventually(t, 15*time.Second, "a run per update, each after the last closed",
+						func() bool {
+							return countRuns(t, s, wfID) == 3
+						})
 				})
 			}
 		})
@@ -179,7 +183,8 @@ func TestCallEndFromCTMAPI(t *testing.T) {
 		assertNoPHIInHistory(t, s, wfID, phone)
 
 		t.Run("the recording plays through the service", func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodGet, s.BaseURL+"/api/calls/"+strconv.FormatInt(call.ID, 10)+"/recording", nil)
+			req, err := http.NewRequest(http.MethodGet, s.BaseURL+"/api/calls/"+strconv.FormatInt(call.ID,
+				10)+"/recording", nil)
 			require.NoError(t, err)
 			req.Header.Set("Authorization", "Bearer "+s.Token)
 			req.Header.Set("Range", "bytes=10-19")
@@ -284,9 +289,10 @@ func TestReconcileFillsGapsOnce(t *testing.T) {
 		return true
 	})
 	for _, id := range []int64{4, 5, 6, 7} {
-		waitCall(t, s, sample(id).Phone, id, fmt.Sprintf("call %d ended with its transcript", id), func(c *api.Call) bool {
-			return c.Stage == models.StageEnded && c.Transcript != ""
-		})
+		waitCall(t, s, sample(id).Phone, id, fmt.Sprintf("call %d ended with its transcript", id),
+			func(c *api.Call) bool {
+				return c.Stage == models.StageEnded && c.Transcript != ""
+			})
 	}
 	waitCallStage(t, s, sample(8).Phone, 8, models.StageStarted)
 

@@ -29,11 +29,13 @@ func BenchmarkReconcileUpToDate(b *testing.B) {
 			a := &activities.Activities{Store: st}
 			api := ctmtest.New(b)
 			creds := api.AddAccount(account)
-			client, err := ctm.NewClient(ctm.ClientOptions{BaseURL: api.URL(), Keys: map[int64]ctm.Credentials{account: creds}})
+			client, err := ctm.NewClient(ctm.ClientOptions{BaseURL: api.URL(),
+				Keys: map[int64]ctm.Credentials{account: creds}})
 			require.NoError(b, err)
 			const calls = 600
 			for id := int64(1); id <= calls; id++ {
-				s := ctm.Sample{AccountID: account, CallID: id, Phone: fmt.Sprintf("+1239555%04d", id), Start: day.Add(time.Duration(id) * time.Second)}
+				s := ctm.Sample{AccountID: account, CallID: id, Phone: fmt.Sprintf("+1239555%04d", id),
+					Start: day.Add(time.Duration(id) * time.Second)}
 				record(b, a, models.KindCallEnd, s.EndBody())
 				api.PutCall(s.EndBody())
 			}

@@ -77,7 +77,8 @@ func TestReconcile(t *testing.T) {
 			a := &activities.Activities{Store: st}
 			api := ctmtest.New(t)
 			creds := api.AddAccount(account)
-			client, err := ctm.NewClient(ctm.ClientOptions{BaseURL: api.URL(), Keys: map[int64]ctm.Credentials{account: creds}})
+			client, err := ctm.NewClient(ctm.ClientOptions{BaseURL: api.URL(),
+				Keys: map[int64]ctm.Credentials{account: creds}})
 			require.NoError(t, err)
 			ctx := context.Background()
 
@@ -95,13 +96,15 @@ func TestReconcile(t *testing.T) {
 			api.PutCall(sample(11, "+12395550611").StartBody())
 			record(t, a, models.KindCallStart, sample(12, "+12395550612").StartBody())
 			api.PutCall(sample(12, "+12395550612").EndBody())
-			record(t, a, models.KindCallEnd, without(t, sample(13, "+12395550613").EndBody(), "transcription_text", "summary"))
+			record(t, a, models.KindCallEnd, without(t, sample(13, "+12395550613").EndBody(),
+				"transcription_text", "summary"))
 			api.PutCall(sample(13, "+12395550613").EndBody())
 			record(t, a, models.KindCallEnd, sample(14, "+12395550614").EndBody())
 			api.PutCall(sample(14, "+12395550614").UpdateBody())
 			api.PutCall(sample(15, "+12395550615").TextBody())
 			// Outside the period: left alone.
-			api.PutCall(ctm.Sample{AccountID: account, CallID: 20, Phone: "+12395550620", Start: day.Add(-12 * time.Hour)}.EndBody())
+			api.PutCall(ctm.Sample{AccountID: account, CallID: 20, Phone: "+12395550620",
+				Start: day.Add(-12 * time.Hour)}.EndBody())
 
 			opts := reconcile.Options{
 				CTM: client, Store: st, AccountID: account,

@@ -42,7 +42,8 @@ func TestSaveFetched(t *testing.T) {
 
 			t.Run("a purged duplicate gets its body back", func(t *testing.T) {
 				// Applying the delivery starts its retention clock.
-				d := delivery(t, models.KindCallEnd, ctm.Sample{AccountID: 7, CallID: 42, Phone: "+12395550399"}.EndBody(), t0)
+				d := delivery(t, models.KindCallEnd, ctm.Sample{AccountID: 7, CallID: 42,
+					Phone: "+12395550399"}.EndBody(), t0)
 				d.DeliveryID = first.ID
 				_, err := st.RecordCall(ctx, d)
 				require.NoError(t, err)

@@ -52,18 +52,22 @@ func TestStaffEditsSurviveEveryStage(t *testing.T) {
 			ctx := context.Background()
 			for i, editAfter := range stages {
 				t.Run("edit after "+editAfter, func(t *testing.T) {
-					s := ctm.Sample{AccountID: 7, CallID: int64(2000 + i), Phone: "+1239555020" + string(rune('0'+i)), Start: t0}
+					s := ctm.Sample{AccountID: 7, CallID: int64(2000 + i),
+						Phone: "+1239555020" + string(rune('0'+i)), Start: t0}
 					// Every stage says something new about the caller, so
 					// CTM would change each field if it were allowed to.
 					seq := []store.CallDelivery{
 						delivery(t, models.KindCallStart, with(t, s.StartBody(),
 							map[string]any{"name": "Jordan Avery", "city": "Fort Myers", "email": nil}), t0),
 						delivery(t, models.KindCallEnd, with(t, s.EndBody(),
-							map[string]any{"name": "Jordan A. Avery", "city": "Naples", "email": "j@example.org"}), t0.Add(5*time.Minute)),
+							map[string]any{"name": "Jordan A. Avery", "city": "Naples",
+								"email": "j@example.org"}), t0.Add(5*time.Minute)),
 						delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
-							map[string]any{"name": "J. Avery", "city": "Tampa", "email": "ja@example.org"}), t0.Add(9*time.Minute)),
+							map[string]any{"name": "J. Avery", "city": "Tampa", "email": "ja@example.org"}),
+							t0.Add(9*time.Minute)),
 						delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
-							map[string]any{"name": "Jordan Avery-Smith", "city": "Miami", "email": "jas@example.org", "source": "Bing"}), t0.Add(3*time.Hour)),
+							map[string]any{"name": "Jordan Avery-Smith", "city": "Miami",
+								"email": "jas@example.org", "source": "Bing"}), t0.Add(3*time.Hour)),
 					}
 
 					var leadID int64
@@ -105,21 +109,26 @@ func TestCTMDataOrdering(t *testing.T) {
 			t.Run("newer data of the same call updates what CTM set", func(t *testing.T) {
 				s := ctm.Sample{AccountID: 7, CallID: 3001, Phone: "+12395550301", Start: t0}
 				rec := apply(t, st, delivery(t, models.KindCallStart, s.StartBody(), t0))
-				end := delivery(t, models.KindCallEnd, with(t, s.EndBody(), map[string]any{"name": "Jordan A. Avery"}), t0.Add(time.Minute))
+				end := delivery(t, models.KindCallEnd, with(t, s.EndBody(),
+					map[string]any{"name": "Jordan A. Avery"}), t0.Add(time.Minute))
 				apply(t, st, end)
 
 				l := lead(t, st, rec.LeadID)
 				assert.Equal(t, "Jordan A. Avery", l.Name)
-				assert.Equal(t, models.FieldOrigin{By: models.OriginCTM}, models.FieldOrigin{By: l.Provenance["name"].By})
+				assert.Equal(t, models.FieldOrigin{By: models.OriginCTM},
+					models.FieldOrigin{By: l.Provenance["name"].By})
 				assert.Equal(t, end.Version, l.Provenance["name"].Version)
 				assert.Equal(t, int64(3001), l.Provenance["name"].CTMCallID)
 			})
 			t.Run("an older delivery arriving late never overwrites", func(t *testing.T) {
 				s := ctm.Sample{AccountID: 7, CallID: 3002, Phone: "+12395550302", Start: t0}
-				rec := apply(t, st, delivery(t, models.KindCallEnd, with(t, s.EndBody(), map[string]any{"city": "Naples"}), t0.Add(time.Minute)))
+				rec := apply(t, st, delivery(t, models.KindCallEnd, with(t, s.EndBody(),
+					map[string]any{"city": "Naples"}), t0.Add(time.Minute)))
 				// A start retried an hour later still ranks below the end.
-				apply(t, st, delivery(t, models.KindCallStart, with(t, s.StartBody(), map[string]any{"city": "Cape Coral"}), t0.Add(time.Hour)))
-				apply(t, st, delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(), map[string]any{"city": "Tampa"}), t0.Add(-time.Minute)))
+				apply(t, st, delivery(t, models.KindCallStart, with(t, s.StartBody(),
+					map[string]any{"city": "Cape Coral"}), t0.Add(time.Hour)))
+				apply(t, st, delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
+					map[string]any{"city": "Tampa"}), t0.Add(-time.Minute)))
 
 				assert.Equal(t, "Naples", lead(t, st, rec.LeadID).City)
 			})
@@ -127,17 +136,21 @@ func TestCTMDataOrdering(t *testing.T) {
 				first := ctm.Sample{AccountID: 7, CallID: 3003, Phone: "+12395550303", Start: t0}
 				second := ctm.Sample{AccountID: 7, CallID: 3004, Phone: "+12395550303", Start: t0.Add(24 * time.Hour)}
 				rec := apply(t, st, delivery(t, models.KindCallStart, first.StartBody(), t0))
-				apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(), map[string]any{"name": "Jordan Avery-Smith"}), t0.Add(24*time.Hour)))
-				apply(t, st, delivery(t, models.KindCallEnd, with(t, first.EndBody(), map[string]any{"name": "J. Avery"}), t0.Add(25*time.Hour)))
+				apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
+					map[string]any{"name": "Jordan Avery-Smith"}), t0.Add(24*time.Hour)))
+				apply(t, st, delivery(t, models.KindCallEnd, with(t, first.EndBody(),
+					map[string]any{"name": "J. Avery"}), t0.Add(25*time.Hour)))
 
 				assert.Equal(t, "Jordan Avery-Smith", lead(t, st, rec.LeadID).Name)
 			})
 			t.Run("create-only fields keep the first touch and fill while empty", func(t *testing.T) {
 				first := ctm.Sample{AccountID: 7, CallID: 3005, Phone: "+12395550305", Start: t0}
 				second := ctm.Sample{AccountID: 7, CallID: 3006, Phone: "+12395550305", Start: t0.Add(time.Hour)}
-				rec := apply(t, st, delivery(t, models.KindCallStart, with(t, first.StartBody(), map[string]any{"campaign": nil}), t0))
+				rec := apply(t, st, delivery(t, models.KindCallStart, with(t, first.StartBody(),
+					map[string]any{"campaign": nil}), t0))
 				apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
-					map[string]any{"source": "Facebook", "medium": "social", "campaign": "retarget"}), t0.Add(time.Hour)))
+					map[string]any{"source": "Facebook", "medium": "social", "campaign": "retarget"}),
+					t0.Add(time.Hour)))
 
 				l := lead(t, st, rec.LeadID)
 				assert.Equal(t, "Google Ads", l.Source)
@@ -156,7 +169,8 @@ func TestCTMDataOrdering(t *testing.T) {
 		first := ctm.Sample{AccountID: 7, CallID: 3007, Phone: "+12395550307", Start: t0}
 		second := ctm.Sample{AccountID: 7, CallID: 3008, Phone: "+12395550307", Start: t0.Add(time.Hour)}
 		rec := apply(t, st, delivery(t, models.KindCallStart, first.StartBody(), t0))
-		apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(), map[string]any{"source": "Facebook"}), t0.Add(time.Hour)))
+		apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
+			map[string]any{"source": "Facebook"}), t0.Add(time.Hour)))
 
 		assert.Equal(t, "Facebook", lead(t, st, rec.LeadID).Source)
 	})
