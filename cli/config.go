@@ -25,9 +25,9 @@ checked too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch config.Role(role) {
-			case "", config.RoleWebhook, config.RoleWorker, config.RoleMigrate, config.RoleDev:
+			case "", config.RoleWebhook, config.RoleWorker, config.RoleMigrate, config.RoleDev, config.RoleReconcile:
 			default:
-				return usage("--role must be webhook, worker, migrate or dev, got %q", role)
+				return usage("--role must be webhook, worker, migrate, dev or reconcile, got %q", role)
 			}
 			cfg, err := loadConfig(config.Role(role))
 			if err != nil {

@@ -42,10 +42,12 @@ func TestConfigCommand(t *testing.T) {
 			"CTM_WEBHOOK_SECRETS": "12=first-secret,7=second-secret",
 			"API_TOKEN":           "api-token-0123456789",
 			"CALL_END_TIMEOUT":    "2h",
+			"CTM_API_KEYS":        "12=access-key-1:secret-key-1",
 		})
 		code, out, errOut := run("config", "--role", "webhook")
 		require.Equal(t, ExitOK, code, errOut)
-		for _, secret := range []string{"db-password-1", "first-secret", "second-secret", "api-token-0123456789"} {
+		for _, secret := range []string{"db-password-1", "first-secret", "second-secret", "api-token-0123456789",
+			"access-key-1", "secret-key-1"} {
 			assert.NotContains(t, out, secret)
 		}
 		golden(t, "config.golden", out)

@@ -1,10 +1,6 @@
-package cli_test
+package cli
 
 import (
-	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -12,33 +8,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ctmflow/ctmflow/cli"
 	"github.com/ctmflow/ctmflow/ctm"
 	"github.com/ctmflow/ctmflow/ctm/ctmtest"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
-	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Equal(t, string(want), got, "output differs from %s (rerun with -update to accept)", path)
-}
-
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := cli.Execute(args, &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
-}
 
 func TestReconcileCommand(t *testing.T) {
 	const account = 801
@@ -58,8 +33,8 @@ func TestReconcileCommand(t *testing.T) {
 	args := []string{"reconcile", "--account", strconv.Itoa(account),
 		"--since", "2026-05-06", "--until", "2026-05-07T00:00:00Z", "--per-page", "2"}
 
-	code, stdout, stderr := run(t, args...)
-	require.Equal(t, cli.ExitOK, code, stderr)
+	code, stdout, stderr := run(args...)
+	require.Equal(t, ExitOK, code, stderr)
 	golden(t, "reconcile_first.golden", stdout)
 	assert.Contains(t, stderr, "reconcile: page 1/2")
 	assert.Contains(t, stderr, "reconcile: page 2/2")
@@ -67,16 +42,16 @@ func TestReconcileCommand(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, pending, 3)
 
-	code, stdout, stderr = run(t, args...)
-	require.Equal(t, cli.ExitOK, code, stderr)
+	code, stdout, stderr = run(args...)
+	require.Equal(t, ExitOK, code, stderr)
 	golden(t, "reconcile_again.golden", stdout)
 	pending, err = st.ListDeliveries(t.Context(), store.DeliveryFilter{Status: models.DeliveryPending})
 	require.NoError(t, err)
 	assert.Len(t, pending, 3, "a second run stores nothing twice")
 
 	t.Run("--wait gives up when nothing applies the deliveries", func(t *testing.T) {
-		code, _, stderr := run(t, append(args, "--wait", "1s")...)
-		assert.Equal(t, cli.ExitUnavailable, code)
+		code, _, stderr := run(append(args, "--wait", "1s")...)
+		assert.Equal(t, ExitUnavailable, code)
 		assert.Contains(t, stderr, "3 of 3 deliveries not applied within 1s")
 	})
 }
@@ -99,23 +74,23 @@ func TestReconcileExitCodes(t *testing.T) {
 		code int
 		want string
 	}{
-		{name: "no account", args: []string{"reconcile", "--since", "24h"}, code: cli.ExitUsage, want: "--account"},
-		{name: "no since", args: []string{"reconcile", "--account", "802"}, code: cli.ExitUsage,
+		{name: "no account", args: []string{"reconcile", "--since", "24h"}, code: ExitUsage, want: "--account"},
+		{name: "no since", args: []string{"reconcile", "--account", "802"}, code: ExitUsage,
 			want: "--since is required"},
 		{name: "unreadable since", args: []string{"reconcile", "--account", "802", "--since", "last tuesday"},
-			code: cli.ExitUsage, want: `"last tuesday" is not RFC 3339`},
-		{name: "until before since", args: append(ok, "--until", "2020-01-01"), code: cli.ExitUsage,
+			code: ExitUsage, want: `"last tuesday" is not RFC 3339`},
+		{name: "until before since", args: append(ok, "--until", "2020-01-01"), code: ExitUsage,
 			want: "must be after --since"},
-		{name: "page too large", args: append(ok, "--per-page", "500"), code: cli.ExitUsage, want: "--per-page"},
+		{name: "page too large", args: append(ok, "--per-page", "500"), code: ExitUsage, want: "--per-page"},
 		{name: "no keys configured", env: map[string]string{"CTM_API_KEYS": ""}, args: ok,
-			code: cli.ExitConfig, want: "CTM_API_KEYS: required"},
+			code: ExitConfig, want: "CTM_API_KEYS: required"},
 		{name: "no keys for the account", env: map[string]string{"CTM_API_KEYS": "1=a:b"}, args: ok,
-			code: cli.ExitConfig, want: "no keys for account 802"},
+			code: ExitConfig, want: "no keys for account 802"},
 		{name: "keys refused", env: map[string]string{"CTM_API_KEYS": "802=wrong:keys"}, args: ok,
-			code: cli.ExitRejected, want: "CTM refused the API keys"},
+			code: ExitRejected, want: "CTM refused the API keys"},
 		{name: "CTM unreachable", env: map[string]string{"CTM_API_KEYS": api.Keys(),
 			"CTM_API_URL": "http://127.0.0.1:1"},
-			args: ok, code: cli.ExitUnavailable, want: "CTM API unavailable"},
+			args: ok, code: ExitUnavailable, want: "CTM API unavailable"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +98,7 @@ func TestReconcileExitCodes(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			code, _, stderr := run(t, tc.args...)
+			code, _, stderr := run(tc.args...)
 			assert.Equal(t, tc.code, code, stderr)
 			assert.Contains(t, stderr, tc.want)
 		})

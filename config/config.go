@@ -69,12 +69,12 @@ type Config struct {
 	// end webhook never came, by `ctmflow reconcile`, and for recordings.
 	// Recording URLs on any other host are refused. Default
 	// https://api.calltrackingmetrics.com.
-	CTMAPIURL string `env:"CTM_API_URL" envDefault:"https://api.calltrackingmetrics.com"`
+	CTMAPIURL string `env:"CTM_API_URL" envDefault:"https://api.calltrackingmetrics.com" mask:"url"`
 	// CTMAPIKeys maps CTM account ids to their API access and secret keys:
 	// "123=access:secret,456=access2:secret2". An account without keys
 	// cannot be asked: its calls whose end never came are marked
 	// end_missing at once, and its recordings cannot be played.
-	CTMAPIKeys APIKeys `env:"CTM_API_KEYS"`
+	CTMAPIKeys APIKeys `env:"CTM_API_KEYS" mask:"accounts"`
 	// CreateOnlyFields are the lead fields CTM sets only while they are
 	// empty (first-touch attribution), comma-separated; "none" lets CTM
 	// update every field it set. Default source,medium,campaign.
@@ -313,6 +313,14 @@ func (k APIKeys) String() string {
 
 // FieldList is a comma-separated list of lead fields; "none" is empty.
 type FieldList []string
+
+// String renders the list as CTM_CREATE_ONLY_FIELDS takes it.
+func (f FieldList) String() string {
+	if len(f) == 0 {
+		return "none"
+	}
+	return strings.Join(f, ",")
+}
 
 // UnmarshalText reads "source,medium" or "none".
 func (f *FieldList) UnmarshalText(text []byte) error {

@@ -85,9 +85,9 @@ func Names() []string {
 func display(how string, v any) string {
 	var s string
 	switch x := v.(type) {
-	case Secrets:
+	case Secrets, APIKeys:
 		// Which accounts are configured is useful; their secrets never.
-		ids := strings.Split(x.String(), ",")
+		ids := strings.Split(x.(fmt.Stringer).String(), ",")
 		for i, id := range ids {
 			if id != "" {
 				ids[i] = id + "=" + Masked

@@ -92,8 +92,13 @@ func TestSecretsHaveAMask(t *testing.T) {
 func setField(t *testing.T, c *Config, name, value string) {
 	t.Helper()
 	env := map[string]string{name: value}
-	if name == "CTM_WEBHOOK_SECRETS" {
+	switch name {
+	case "CTM_WEBHOOK_SECRETS":
 		env[name] = "1=topsecret"
+	case "CTM_API_KEYS":
+		env[name] = "1=access:topsecret"
+	case "CTM_API_URL":
+		env[name] = "https://user:topsecret@ctm.example"
 	}
 	loaded, err := Load(RoleDev, env)
 	require.NoError(t, err, name)
