@@ -140,6 +140,7 @@ type CallRef struct {
 
 // MarkEndMissing records that the call's end never came in time.
 func (a *Activities) MarkEndMissing(ctx context.Context, ref CallRef) error {
+	defer keepAlive(ctx)()
 	res, err := a.Store.MarkEndMissing(ctx, ref.AccountID, ref.CallID)
 	if err != nil {
 		return err
@@ -178,6 +179,7 @@ func (a *Activities) RecordMessage(ctx context.Context, in DeliveryInput) (Recor
 }
 
 func (a *Activities) step(ctx context.Context, in DeliveryInput, apply func(context.Context, store.CallDelivery) (store.StepResult, error)) error {
+	defer keepAlive(ctx)()
 	d, err := a.load(ctx, in)
 	if err != nil {
 		return err

@@ -92,11 +92,12 @@ func DialTemporal(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 // NewRelay builds the inbox relay that hands deliveries to Temporal.
 func NewRelay(d Deps) *inbox.Relay {
 	return inbox.New(d.Store, &engine.Dispatcher{
-		Client:     d.Temporal,
-		TaskQueue:  d.Config.TaskQueue,
-		EndTimeout: d.Config.CallEndTimeout,
-		EndChecks:  d.Config.CallEndMaxChecks,
-		EndRecheck: d.Config.CallEndRecheck,
+		Client:           d.Temporal,
+		TaskQueue:        d.Config.TaskQueue,
+		EndTimeout:       d.Config.CallEndTimeout,
+		EndChecks:        d.Config.CallEndMaxChecks,
+		EndRecheck:       d.Config.CallEndRecheck,
+		StepRetryTimeout: d.Config.StepRetryTimeout,
 	}, inbox.Options{
 		Retention: d.Config.InboxRetention,
 		Logger:    d.Log.With(logging.KeyComponent, "relay"),

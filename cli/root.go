@@ -89,7 +89,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
   ctmflow webhook   production: webhook receiver, API and inbox relay
   ctmflow worker    production: the Temporal worker
   ctmflow migrate   production: database schema and search attributes
-  ctmflow reconcile fill the gaps CTM's webhooks left, from CTM's API`,
+  ctmflow reconcile fill the gaps CTM's webhooks left, from CTM's API
+  ctmflow ops       find calls that need attention; retry or skip steps`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -107,6 +108,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newConfigCmd(),
 		newProbeCmd(),
 		newReconcileCmd(),
+		newOpsCmd(),
 	)
 	root.AddCommand(devCommands()...)
 	return root

@@ -61,6 +61,10 @@ type Config struct {
 	// CallEndTimeout is how long a call waits for its end webhook, a Go
 	// duration. Default 4h.
 	CallEndTimeout time.Duration `env:"CALL_END_TIMEOUT" envDefault:"4h"`
+	// StepRetryTimeout is how long a failing workflow step retries before
+	// it parks for ops, a Go duration. The first step, which creates the
+	// lead, parks after at most 5m whatever this says. Default 1h.
+	StepRetryTimeout time.Duration `env:"STEP_RETRY_TIMEOUT" envDefault:"1h"`
 	// InboxRetention is how long a processed delivery keeps its raw body,
 	// a Go duration; 0 keeps bodies forever. Default 168h (7 days).
 	InboxRetention time.Duration `env:"INBOX_RETENTION" envDefault:"168h"`
@@ -110,6 +114,8 @@ const (
 	RoleMigrate Role = "migrate"
 	// RoleReconcile is `ctmflow reconcile`, which needs CTM API keys.
 	RoleReconcile Role = "reconcile"
+	// RoleOps is the ops tools, which need only Temporal.
+	RoleOps Role = "ops"
 )
 
 // Load reads the configuration from environ (nil: the process
@@ -195,6 +201,9 @@ func (c *Config) Validate(role Role) error {
 	}
 	if c.CallEndRecheck < time.Second {
 		bad("CALL_END_RECHECK", "must be at least 1s, got %s", c.CallEndRecheck)
+	}
+	if c.StepRetryTimeout < time.Second {
+		bad("STEP_RETRY_TIMEOUT", "must be at least 1s, got %s", c.StepRetryTimeout)
 	}
 	if c.InboxRetention < 0 {
 		bad("INBOX_RETENTION", "must not be negative")

@@ -114,6 +114,9 @@ type Dispatcher struct {
 	// never came (see workflows.CallInput).
 	EndChecks  int
 	EndRecheck time.Duration
+	// StepRetryTimeout is how long a new workflow's failing step retries
+	// before it parks for ops.
+	StepRetryTimeout time.Duration
 }
 
 // Dispatch signals the delivery's workflow, starting it if no run is
@@ -136,20 +139,23 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ref store.DeliveryRef) error 
 		opts.ID = workflows.MessageWorkflowID(ref.AccountID, ref.CTMID)
 		opts.StaticSummary = fmt.Sprintf("CTM text message %d · account %d", ref.CTMID, ref.AccountID)
 		opts.StaticDetails = messageDetails
-		in := workflows.MessageInput{AccountID: ref.AccountID, MessageID: ref.CTMID}
+		in := workflows.MessageInput{
+			AccountID: ref.AccountID, MessageID: ref.CTMID,
+			StepRetryTimeout: d.StepRetryTimeout,
+		}
 		_, err = d.Client.SignalWithStartWorkflow(ctx, opts.ID, workflows.SignalDelivery, sig,
 			opts, workflows.MessageWorkflow, in)
 	} else {
 		opts.ID = workflows.CallWorkflowID(ref.AccountID, ref.CTMID)
-		opts.StaticSummary = fmt.Sprintf("CTM call %d · account %d · first seen as %s",
-			ref.CTMID, ref.AccountID, ref.Kind)
+		opts.StaticSummary = CallSummary(ref.AccountID, ref.CTMID, ref.Kind)
 		opts.StaticDetails = callDetails
 		in := workflows.CallInput{
-			AccountID:  ref.AccountID,
-			CallID:     ref.CTMID,
-			EndTimeout: d.EndTimeout,
-			EndChecks:  d.EndChecks,
-			EndRecheck: d.EndRecheck,
+			AccountID:        ref.AccountID,
+			CallID:           ref.CTMID,
+			EndTimeout:       d.EndTimeout,
+			EndChecks:        d.EndChecks,
+			EndRecheck:       d.EndRecheck,
+			StepRetryTimeout: d.StepRetryTimeout,
 		}
 		_, err = d.Client.SignalWithStartWorkflow(ctx, opts.ID, workflows.SignalDelivery, sig,
 			opts, workflows.CallWorkflow, in)
@@ -160,15 +166,42 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ref store.DeliveryRef) error 
 	return nil
 }
 
-const callDetails = `One CTM call, from its first webhook to its outcome.
+// CallSummary is the static summary of a call's run, the line the Web UI
+// shows atop the workflow. A late update's run says so by the webhook
+// that started it.
+func CallSummary(accountID, callID int64, kind string) string {
+	return fmt.Sprintf("CTM call %d · account %d · run started by %s webhook", callID, accountID, kind)
+}
 
-The lead and call live in the CRM database; this history holds ids only,
-never the caller's number, name, recording or transcript.
+// callDetails is the static details of every call run: a short guide for
+// ops, in the markdown the Web UI renders.
+const callDetails = `One CTM call, from its first webhook to its outcome. The lead and the
+call live in the CRM database; this history holds ids only, never the
+caller's number, name, recording or transcript.
 
-- **state** query: stage, lead, what the call waits for, parked steps.
-- **ops** signal: ` + "`{\"Action\": \"retry\"}`" + ` or ` +
-	"`{\"Action\": \"skip\", \"Step\": \"attach transcript\"}`" + ` for a parked step.`
+**The story.** Step *record call* creates the lead and the call the
+moment the first webhook arrives. A timer waits for the call-end
+webhook. The end runs *attach recording*, *attach transcript* and
+*record outcome* side by side; without an end in time, *mark end
+missing* runs instead. A webhook after the run closed starts a short
+new run of the same workflow id.
 
-const messageDetails = `One CTM text message, attached to the texter's lead.
+**Where it is.** Current details and the ` + "`state`" + ` query: stage, lead,
+what the call waits for, parked steps. Search attributes: CtmAccountId,
+CtmCallId, CtmLeadId, CtmCallStage, CtmNeedsAttention, CtmTrackingSource.
 
-The message lives in the CRM database; this history holds ids only.`
+**When a step fails.** It retries, then parks: CtmNeedsAttention turns
+true and the current details say what failed. Fix the cause, then
+signal ` + "`ops`" + ` (Send a Signal) with the input
+` + "`{\"Action\": \"retry\"}`" + `, or give up on one step with
+` + "`{\"Action\": \"skip\", \"Step\": \"attach transcript\"}`" + `.
+Or run ` + "`ctmflow ops retry|skip`" + `. Activities can also be paused,
+unpaused and reset from the pending activity.`
+
+const messageDetails = `One CTM text message, attached to the texter's lead (created for a
+new number). The message lives in the CRM database; this history holds
+ids only.
+
+A failed step parks like a call's: signal ` + "`ops`" + ` with
+` + "`{\"Action\": \"retry\"}`" + ` or ` + "`{\"Action\": \"skip\"}`" + `, or run
+` + "`ctmflow ops retry|skip`" + `.`

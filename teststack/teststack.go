@@ -45,24 +45,49 @@ var (
 func Temporal(t testing.TB) *devserver.Server {
 	t.Helper()
 	serverOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		server, serverErr = devserver.Start(ctx, devserver.Options{})
-		if serverErr != nil {
-			return
-		}
-		c, err := engine.Dial(ctx, engine.Options{HostPort: server.HostPort()})
-		if err != nil {
-			serverErr = err
-			return
-		}
-		defer c.Close()
-		serverErr = engine.EnsureSearchAttributes(ctx, c, server.Namespace())
+		server, serverErr = startTemporal(devserver.Options{})
 	})
 	if serverErr != nil {
 		t.Fatalf("starting temporal: %v", serverErr)
 	}
 	return server
+}
+
+// StartTemporal starts a Temporal server of the test's own, for tests
+// that need to look at its storage (opts.DBPath), with ctmflow's search
+// attributes registered. It stops when the test ends.
+func StartTemporal(t testing.TB, opts devserver.Options) *devserver.Server {
+	t.Helper()
+	srv, err := startTemporal(opts)
+	if err != nil {
+		t.Fatalf("starting temporal: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Errorf("stopping temporal: %v", err)
+		}
+	})
+	return srv
+}
+
+func startTemporal(opts devserver.Options) (*devserver.Server, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := devserver.Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := engine.Dial(ctx, engine.Options{HostPort: srv.HostPort(), Namespace: srv.Namespace()})
+	if err != nil {
+		_ = srv.Stop()
+		return nil, err
+	}
+	defer c.Close()
+	if err := engine.EnsureSearchAttributes(ctx, c, srv.Namespace()); err != nil {
+		_ = srv.Stop()
+		return nil, err
+	}
+	return srv, nil
 }
 
 // Options shape a stack.
@@ -71,6 +96,11 @@ type Options struct {
 	DatabaseURL string
 	// EndTimeout is CALL_END_TIMEOUT. Default 1h.
 	EndTimeout time.Duration
+	// StepRetryTimeout is STEP_RETRY_TIMEOUT. Default 1h.
+	StepRetryTimeout time.Duration
+	// Temporal is the server to use. Default: the test binary's shared
+	// in-memory server.
+	Temporal *devserver.Server
 	// NoWorker starts no worker, for tests that start their own.
 	NoWorker bool
 	// Logs receives the process's log lines (JSON). Default: discarded.
@@ -102,12 +132,18 @@ type Stack struct {
 // Start runs a stack until the test ends.
 func Start(t testing.TB, opts Options) *Stack {
 	t.Helper()
-	srv := Temporal(t)
+	srv := opts.Temporal
+	if srv == nil {
+		srv = Temporal(t)
+	}
 	if opts.DatabaseURL == "" {
 		opts.DatabaseURL = testenv.SQLiteURL(t)
 	}
 	if opts.EndTimeout == 0 {
 		opts.EndTimeout = time.Hour
+	}
+	if opts.StepRetryTimeout == 0 {
+		opts.StepRetryTimeout = time.Hour
 	}
 	logs := opts.Logs
 	if logs == nil {
@@ -133,6 +169,7 @@ func Start(t testing.TB, opts Options) *Stack {
 		"API_TOKEN":           s.Token,
 		"HTTP_ADDR":           "127.0.0.1:0",
 		"CALL_END_TIMEOUT":    opts.EndTimeout.String(),
+		"STEP_RETRY_TIMEOUT":  opts.StepRetryTimeout.String(),
 		"SHUTDOWN_TIMEOUT":    "5s",
 	}
 	for k, v := range opts.Env {

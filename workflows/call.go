@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"fmt"
-	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -50,6 +49,9 @@ func CallWorkflow(ctx workflow.Context, in CallInput) error {
 		return err
 	}
 	r.ops = newOpsDesk(ctx, &r.state)
+	// A closed run keeps its last details: make them its final state,
+	// not the wait it was in.
+	defer r.details(ctx)
 	return r.run(ctx)
 }
 
@@ -113,7 +115,7 @@ func (r *callRun) handle(ctx workflow.Context, d Delivery) error {
 
 	var rec activities.RecordCallResult
 	skipped, err := r.ops.step(ctx, "record call", func(ctx workflow.Context) error {
-		ctx = workflow.WithLocalActivityOptions(ctx, recordOptions(d))
+		ctx = workflow.WithLocalActivityOptions(ctx, recordOptions(d, r.in.StepRetryTimeout))
 		return workflow.ExecuteLocalActivity(ctx, acts.RecordCall, in).Get(ctx, &rec)
 	})
 	if err != nil || skipped {
@@ -145,23 +147,24 @@ func (r *callRun) handle(ctx workflow.Context, d Delivery) error {
 // endSteps lists the steps a delivery needs beyond recording the call.
 func (r *callRun) endSteps(d Delivery, rec activities.RecordCallResult) []namedStep {
 	in := activities.DeliveryInput{DeliveryID: d.ID, Kind: d.Kind}
+	limit := r.in.StepRetryTimeout
 	var steps []namedStep
 	if rec.HasRecording {
 		steps = append(steps, namedStep{"attach recording", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach recording", d))
+			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach recording", d, limit))
 			return workflow.ExecuteActivity(ctx, acts.AttachRecording, in).Get(ctx, nil)
 		}})
 	}
 	if rec.HasTranscript {
 		steps = append(steps, namedStep{"attach transcript", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach transcript and summary", d))
+			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach transcript and summary", d, limit))
 			return workflow.ExecuteActivity(ctx, acts.AttachTranscript, in).Get(ctx, nil)
 		}})
 	}
 	if rec.Finished || rec.HasOutcome {
 		out := activities.OutcomeInput{DeliveryInput: in, Ends: rec.Finished}
 		steps = append(steps, namedStep{"record outcome", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, outcomeOptions(d))
+			ctx = workflow.WithActivityOptions(ctx, outcomeOptions(d, limit))
 			return workflow.ExecuteActivity(ctx, acts.RecordOutcome, out).Get(ctx, nil)
 		}})
 	}
@@ -225,7 +228,7 @@ func (r *callRun) giveUp(ctx workflow.Context) error {
 func (r *callRun) endMissing(ctx workflow.Context) error {
 	ref := activities.CallRef{AccountID: r.in.AccountID, CallID: r.in.CallID}
 	_, err := r.ops.step(ctx, "mark end missing", func(ctx workflow.Context) error {
-		ctx = workflow.WithActivityOptions(ctx, outcomeOptions(Delivery{}))
+		ctx = workflow.WithActivityOptions(ctx, outcomeOptions(Delivery{}, r.in.StepRetryTimeout))
 		return workflow.ExecuteActivity(ctx, acts.MarkEndMissing, ref).Get(ctx, nil)
 	})
 	if err != nil {
@@ -267,14 +270,7 @@ func (r *callRun) search(ctx workflow.Context, updates ...temporal.SearchAttribu
 
 // details keeps the UI's "current details" telling where the call is.
 func (r *callRun) details(ctx workflow.Context) {
-	s := fmt.Sprintf("**Stage:** %s · **lead** %d · %d deliveries", r.state.Stage, r.state.LeadID, r.state.Deliveries)
-	if r.state.WaitingFor == WaitingForEnd {
-		s += fmt.Sprintf("\n\nWaiting for the call end until %s.", r.state.EndDeadline.Format(time.RFC3339))
-	}
-	if r.state.EndChecks > 0 {
-		s += fmt.Sprintf(" CTM's API asked %d of %d times.", r.state.EndChecks, r.in.EndChecks)
-	}
-	workflow.SetCurrentDetails(ctx, s+r.ops.details())
+	r.ops.show(ctx)
 }
 
 func (r *callRun) query() (State, error) {

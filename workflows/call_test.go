@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	sdkpb "go.temporal.io/api/sdk/v1"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -320,8 +321,16 @@ func TestOpsDecisionForAnotherStepLeavesParkedStepWaiting(t *testing.T) {
 
 func TestFailureMessageIsInnermost(t *testing.T) {
 	inner := errors.New("recording outcome: connection refused")
-	err := temporal.NewApplicationErrorWithCause("activity failed", "X", inner)
-	assert.Equal(t, "recording outcome: connection refused", failureMessage(err))
+	cases := map[string]error{
+		"a plain cause": temporal.NewApplicationErrorWithCause("activity failed", "X", inner),
+		"an application error as cause": temporal.NewApplicationErrorWithCause("activity failed", "X",
+			temporal.NewApplicationError("recording outcome: connection refused", "PgError")),
+	}
+	for name, err := range cases {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, "recording outcome: connection refused", failureMessage(err))
+		})
+	}
 }
 
 func TestWorkflowIDs(t *testing.T) {
@@ -360,4 +369,51 @@ func TestStepParksWhenRetriesRunOut(t *testing.T) {
 	require.NoError(t, env.GetWorkflowError())
 	require.Len(t, parked.Parked, 1)
 	assert.Equal(t, "attach recording", parked.Parked[0].Step)
+}
+
+func TestCurrentDetailsTellTheStory(t *testing.T) {
+	env := newEnv()
+	env.RegisterActivity(acts)
+	env.OnActivity(acts.RecordCall, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.DeliveryInput) (activities.RecordCallResult, error) {
+			if in.DeliveryID == 1 {
+				return started, nil
+			}
+			return ended, nil
+		})
+	env.OnActivity(acts.AttachRecording, mock.Anything, mock.Anything).Return(nil)
+	env.OnActivity(acts.RecordOutcome, mock.Anything, mock.Anything).Return(nil)
+	env.OnActivity(acts.AttachTranscript, mock.Anything, mock.Anything).Return(
+		temporal.NewNonRetryableApplicationError("transcript store down", "Test", nil)).Once()
+	env.OnActivity(acts.AttachTranscript, mock.Anything, mock.Anything).Return(nil)
+
+	details := func() string {
+		v, err := env.QueryWorkflow("__temporal_workflow_metadata")
+		require.NoError(t, err)
+		var md sdkpb.WorkflowMetadata
+		require.NoError(t, v.Get(&md))
+		return md.GetCurrentDetails()
+	}
+	var waiting, parked string
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalDelivery, startDelivery(1)) }, 0)
+	env.RegisterDelayedCallback(func() { waiting = details() }, 30*time.Minute)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalDelivery, endDelivery(2)) }, time.Hour)
+	env.RegisterDelayedCallback(func() {
+		parked = details()
+		env.SignalWorkflow(SignalOps, OpsDecision{Action: OpsRetry})
+	}, 2*time.Hour)
+
+	env.ExecuteWorkflow(CallWorkflow, CallInput{AccountID: 7, CallID: 99, EndTimeout: 4 * time.Hour})
+
+	require.NoError(t, env.GetWorkflowError())
+	assert.Contains(t, waiting, "**Stage** started · **lead** 1 · 1 delivery")
+	assert.Contains(t, waiting, "Waiting for the call-end webhook until")
+	assert.Contains(t, parked, "**Needs attention.**")
+	assert.Contains(t, parked, "**attach transcript**")
+	assert.Contains(t, parked, "transcript store down")
+	assert.Contains(t, parked, "`ctmflow ops retry default-test-workflow-id`")
+	final := details()
+	assert.Contains(t, final, "**Stage** ended · **lead** 1 · 2 deliveries")
+	assert.NotContains(t, final, "Needs attention")
+	assert.NotContains(t, final, "Waiting")
 }

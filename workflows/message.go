@@ -16,6 +16,7 @@ func MessageWorkflow(ctx workflow.Context, in MessageInput) error {
 		return err
 	}
 	ops := newOpsDesk(ctx, &state)
+	defer ops.show(ctx)
 
 	deliveries := workflow.GetSignalChannel(ctx, SignalDelivery)
 	var d Delivery
@@ -24,7 +25,7 @@ func MessageWorkflow(ctx workflow.Context, in MessageInput) error {
 		dIn := activities.DeliveryInput{DeliveryID: d.ID, Kind: d.Kind}
 		var rec activities.RecordMessageResult
 		_, err := ops.step(ctx, "record message", func(ctx workflow.Context) error {
-			ctx = workflow.WithLocalActivityOptions(ctx, recordOptions(d))
+			ctx = workflow.WithLocalActivityOptions(ctx, recordOptions(d, in.StepRetryTimeout))
 			return workflow.ExecuteLocalActivity(ctx, acts.RecordMessage, dIn).Get(ctx, &rec)
 		})
 		if err != nil {

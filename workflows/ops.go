@@ -89,7 +89,7 @@ func (d *opsDesk) park(ctx workflow.Context, name string, cause error) string {
 	if len(d.parked) == 1 {
 		d.attention(ctx, true)
 	}
-	workflow.SetCurrentDetails(ctx, d.details())
+	d.show(ctx)
 
 	_ = workflow.Await(ctx, func() bool { return p.action != "" })
 
@@ -103,6 +103,7 @@ func (d *opsDesk) park(ctx workflow.Context, name string, cause error) string {
 	if len(d.parked) == 0 {
 		d.attention(ctx, false)
 	}
+	d.show(ctx)
 	logger.Info("ops decided", "step", name, "action", p.action)
 	return p.action
 }
@@ -145,27 +146,61 @@ func (d *opsDesk) sync() {
 	}
 }
 
+// show keeps the Web UI's "current details" telling where the workflow
+// is, what it waits for and, when steps are parked, what failed and how
+// to go on. Current details live in the worker, not in history: changing
+// their wording needs no versioning.
+func (d *opsDesk) show(ctx workflow.Context) {
+	workflow.SetCurrentDetails(ctx, describe(d.state)+d.details(ctx))
+}
+
+// describe is the first line of the current details.
+func describe(s *State) string {
+	deliveries := "1 delivery"
+	if s.Deliveries != 1 {
+		deliveries = fmt.Sprintf("%d deliveries", s.Deliveries)
+	}
+	out := fmt.Sprintf("**Stage** %s · **lead** %d · %s", s.Stage, s.LeadID, deliveries)
+	if s.WaitingFor == WaitingForEnd {
+		out += fmt.Sprintf("\n\nWaiting for the call-end webhook until %s; "+
+			"if none comes, the call is marked end_missing.", s.EndDeadline.UTC().Format(detailsTime))
+	}
+	return out
+}
+
+const detailsTime = "2006-01-02 15:04 UTC"
+
 // details describes the parked steps for the UI, with the way out.
-func (d *opsDesk) details() string {
+func (d *opsDesk) details(ctx workflow.Context) string {
 	if len(d.parked) == 0 {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("\n\n**Needs attention.** Parked steps:\n")
+	fmt.Fprintf(&b, "\n\n**Needs attention.** Waiting for an ops decision on %d parked step(s):\n\n", len(d.parked))
 	for _, p := range d.parked {
-		fmt.Fprintf(&b, "- %s: %s\n", p.Step, p.Error)
+		fmt.Fprintf(&b, "- **%s**, since %s: %s\n", p.Step, p.Since.UTC().Format(detailsTime), p.Error)
 	}
-	b.WriteString("\nSend the `ops` signal with `{\"Action\": \"retry\"}` or " +
-		"`{\"Action\": \"skip\", \"Step\": \"<step>\"}`, or run `ctmflow ops retry|skip`.")
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID
+	step := d.parked[0].Step
+	fmt.Fprintf(&b, "\nFix the cause, then send the `%s` signal with `{\"Action\": \"retry\"}`, "+
+		"or give up on one step with `{\"Action\": \"skip\", \"Step\": \"%s\"}`. "+
+		"From a shell: `ctmflow ops retry %s` or `ctmflow ops skip %s --step \"%s\"`.",
+		SignalOps, step, id, id, step)
 	return b.String()
 }
 
 // failureMessage is the innermost message of an activity failure, which
 // our activities keep free of caller details.
 func failureMessage(err error) string {
-	msg := err.Error()
 	for next := errors.Unwrap(err); next != nil; next = errors.Unwrap(next) {
-		msg = next.Error()
+		err = next
+	}
+	msg := err.Error()
+	// An application error's Error() appends its type and retryability,
+	// which say nothing to ops.
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		msg = app.Message()
 	}
 	if len(msg) > 300 {
 		msg = msg[:300] + "…"

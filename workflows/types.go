@@ -21,7 +21,8 @@ const (
 	SignalDelivery = "ctm-delivery"
 	// SignalOps carries an ops decision for a parked step. Its payload is
 	// an OpsDecision, e.g. {"Action": "retry"} or
-	// {"Action": "skip", "Step": "attach transcript"}.
+	// {"Action": "skip", "Step": "attach transcript"}. Ops send it from
+	// the Web UI's signal dialog or with `ctmflow ops retry|skip`.
 	SignalOps = "ops"
 	// QueryState returns the workflow's State.
 	QueryState = "state"
@@ -40,6 +41,12 @@ const DefaultEndChecks = 4
 // is still in progress, when CallInput says nothing.
 const DefaultEndRecheck = time.Hour
 
+// DefaultStepRetryTimeout is how long a failing step retries before it
+// parks for ops, when the input says nothing. The first step, which
+// creates the lead, parks sooner (see recordOptions): staff are waiting
+// for that lead.
+const DefaultStepRetryTimeout = time.Hour
+
 // CallInput starts a call's workflow.
 type CallInput struct {
 	AccountID int64
@@ -53,12 +60,18 @@ type CallInput struct {
 	// EndRecheck is the wait after CTM's API said the call is still in
 	// progress; 0 means DefaultEndRecheck.
 	EndRecheck time.Duration
+
+	// StepRetryTimeout bounds how long a failing step retries before it
+	// parks for ops; 0 means DefaultStepRetryTimeout.
+	StepRetryTimeout time.Duration
 }
 
 // MessageInput starts a text message's workflow.
 type MessageInput struct {
 	AccountID int64
 	MessageID int64
+	// StepRetryTimeout is as in CallInput.
+	StepRetryTimeout time.Duration
 }
 
 // Delivery is the SignalDelivery payload: a reference to a stored webhook,
