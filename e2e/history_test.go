@@ -14,6 +14,7 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/ctmflow/ctmflow/testenv"
 	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/worker"
 	"github.com/ctmflow/ctmflow/workflows"
@@ -39,7 +40,9 @@ const historyVersion = "v2"
 func TestRecordedHistoriesReplay(t *testing.T) {
 	account := stackAccount()
 	ctmAPI, env := standIn(t, account, map[string]string{"CALL_END_RECHECK": "1s"})
-	s := teststack.Start(t, teststack.Options{EndTimeout: 2 * time.Second, Env: env, AccountID: account})
+	s := teststack.Start(t, teststack.Options{
+		EndTimeout: 2 * time.Second, StepRetryTimeout: 2 * time.Second, Env: env, AccountID: account,
+	})
 	type run struct{ version, name, wfID, runID string }
 	var runs []run
 	// latest names the newest run of wfID, once it has closed.
@@ -92,6 +95,21 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	post("call-start", s.Sample(8006, phone).StartBody())
 	waitCallStage(t, s, phone, 8006, "ended")
 	runs = append(runs, latest("v2", "call_end_rechecked", workflows.CallWorkflowID(s.AccountID, 8006)))
+
+	// A step that parks for real, and the ops signal that retries it.
+	post("call-start", s.Sample(8007, phone).StartBody())
+	waitCallStage(t, s, phone, 8007, "started")
+	repair := testenv.FailUpdates(t, s.Config.DatabaseURL, "calls", "transcript", transcriptFault)
+	post("call-end", s.Sample(8007, phone).EndBody())
+	parked := workflows.CallWorkflowID(s.AccountID, 8007)
+	teststack.Eventually(t, 30*time.Second, "the parked step", func() bool {
+		st, err := queryState(s, parked)
+		return err == nil && len(st.Parked) == 1
+	})
+	repair()
+	require.NoError(t, s.Client.SignalWorkflow(context.Background(), parked, "", workflows.SignalOps,
+		workflows.OpsDecision{Action: workflows.OpsRetry}))
+	runs = append(runs, latest("v1", "call_ops_retry", parked))
 
 	scratch := t.TempDir()
 	for _, r := range runs {
