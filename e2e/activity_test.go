@@ -93,7 +93,8 @@ func TestResetAPausedStep(t *testing.T) {
 	assert.Contains(t, pendingActivity(t, s, wfID, "AttachTranscript").GetLastFailure().GetMessage(),
 		transcriptFault)
 
-	_, err := s.Client.WorkflowService().ResetActivity(context.Background(), &workflowservice.ResetActivityRequest{
+	svc := s.Client.WorkflowService()
+	_, err := svc.ResetActivity(context.Background(), &workflowservice.ResetActivityRequest{
 		Namespace:  s.Config.TemporalNamespace,
 		Execution:  &commonpb.WorkflowExecution{WorkflowId: wfID},
 		Activity:   &workflowservice.ResetActivityRequest_Type{Type: "AttachTranscript"},
@@ -112,7 +113,9 @@ func TestResetAPausedStep(t *testing.T) {
 		func(c *api.Call) bool { return c.Transcript != "" })
 }
 
-func pendingActivity(t *testing.T, s *teststack.Stack, wfID, activityType string) *workflowpb.PendingActivityInfo {
+func pendingActivity(
+	t *testing.T, s *teststack.Stack, wfID, activityType string,
+) *workflowpb.PendingActivityInfo {
 	t.Helper()
 	d, err := s.Client.DescribeWorkflowExecution(context.Background(), wfID, "")
 	require.NoError(t, err)
@@ -126,7 +129,8 @@ func pendingActivity(t *testing.T, s *teststack.Stack, wfID, activityType string
 
 func pause(t *testing.T, s *teststack.Stack, wfID, activityType string) {
 	t.Helper()
-	_, err := s.Client.WorkflowService().PauseActivity(context.Background(), &workflowservice.PauseActivityRequest{
+	svc := s.Client.WorkflowService()
+	_, err := svc.PauseActivity(context.Background(), &workflowservice.PauseActivityRequest{
 		Namespace: s.Config.TemporalNamespace,
 		Execution: &commonpb.WorkflowExecution{WorkflowId: wfID},
 		Activity:  &workflowservice.PauseActivityRequest_Type{Type: activityType},
@@ -138,7 +142,8 @@ func pause(t *testing.T, s *teststack.Stack, wfID, activityType string) {
 
 func unpause(t *testing.T, s *teststack.Stack, wfID, activityType string) {
 	t.Helper()
-	_, err := s.Client.WorkflowService().UnpauseActivity(context.Background(), &workflowservice.UnpauseActivityRequest{
+	svc := s.Client.WorkflowService()
+	_, err := svc.UnpauseActivity(context.Background(), &workflowservice.UnpauseActivityRequest{
 		Namespace: s.Config.TemporalNamespace,
 		Execution: &commonpb.WorkflowExecution{WorkflowId: wfID},
 		Activity:  &workflowservice.UnpauseActivityRequest_Type{Type: activityType},

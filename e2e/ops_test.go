@@ -38,7 +38,9 @@ func runCLI(t *testing.T, s *teststack.Stack, args ...string) (code int, stdout,
 // "attach transcript" step fails for real in the database until its
 // retries run out, and parks. It returns the call's workflow id and the
 // fault's repair.
-func parkTranscript(t *testing.T, s *teststack.Stack, dbURL string, callID int64, phone string) (string, func()) {
+func parkTranscript(
+	t *testing.T, s *teststack.Stack, dbURL string, callID int64, phone string,
+) (string, func()) {
 	t.Helper()
 	sample := s.Sample(callID, phone)
 	status, _ := s.Post(t, "call-start", sample.StartBody())

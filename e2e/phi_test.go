@@ -92,7 +92,8 @@ func TestNoPHIInTemporalStorage(t *testing.T) {
 	repair()
 	code, _, stderr := runCLI(t, s, "ops", "retry", wf)
 	require.Equal(t, 0, code, stderr)
-	waitCall(t, s, phiPhone, 9004, "the retried transcript", func(c *api.Call) bool { return c.Transcript != "" })
+	waitCall(t, s, phiPhone, 9004, "the retried transcript",
+		func(c *api.Call) bool { return c.Transcript != "" })
 
 	// Two runs of 9001, one each of 9002, 9003 and 9004.
 	var runs []*workflowpb.WorkflowExecutionInfo
@@ -162,7 +163,8 @@ func scanAPI(t *testing.T, s *teststack.Stack, wfID, runID string) {
 	raw, err := proto.Marshal(desc)
 	require.NoError(t, err)
 	assertNoPHI(t, where+" description", raw)
-	assert.NotEmpty(t, desc.GetExecutionConfig().GetUserMetadata().GetSummary().GetData(), "%s has a summary", where)
+	summary := desc.GetExecutionConfig().GetUserMetadata().GetSummary()
+	assert.NotEmpty(t, summary.GetData(), "%s has a summary", where)
 
 	iter := s.Client.GetWorkflowHistory(ctx, wfID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for iter.HasNext() {

@@ -166,9 +166,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ref store.DeliveryRef) error 
 	return nil
 }
 
-// CallSummary is the static summary of a call's run, the line the Web UI
-// shows atop the workflow. A late update's run says so by the webhook
-// that started it.
+// CallSummary is the static summary of a call's run, shown by the Web UI
+// in the workflow's User Metadata. A late update's run says so by the
+// webhook that started it.
 func CallSummary(accountID, callID int64, kind string) string {
 	return fmt.Sprintf("CTM call %d · account %d · run started by %s webhook", callID, accountID, kind)
 }

@@ -78,7 +78,9 @@ func ListParked(ctx context.Context, c client.Client, limit int) ([]ParkedCall, 
 // returns the steps the decision applies to. The workflow ignores a
 // decision that no longer matches (a step that succeeded meanwhile), so
 // the check is for the operator's sake, not the workflow's.
-func Decide(ctx context.Context, c client.Client, workflowID string, dec workflows.OpsDecision) ([]workflows.ParkedStep, error) {
+func Decide(
+	ctx context.Context, c client.Client, workflowID string, dec workflows.OpsDecision,
+) ([]workflows.ParkedStep, error) {
 	desc, err := c.DescribeWorkflowExecution(ctx, workflowID, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {

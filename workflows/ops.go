@@ -176,7 +176,8 @@ func (d *opsDesk) details(ctx workflow.Context) string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n\n**Needs attention.** Waiting for an ops decision on %d parked step(s):\n\n", len(d.parked))
+	fmt.Fprintf(&b, "\n\n**Needs attention.** Waiting for an ops decision "+
+		"on %d parked step(s):\n\n", len(d.parked))
 	for _, p := range d.parked {
 		fmt.Fprintf(&b, "- **%s**, since %s: %s\n", p.Step, p.Since.UTC().Format(detailsTime), p.Error)
 	}
