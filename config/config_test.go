@@ -25,6 +25,7 @@ func TestLoadDefaults(t *testing.T) {
 	assert.Equal(t, "ctmflow", cfg.TaskQueue)
 	assert.Equal(t, ":8080", cfg.HTTPAddr)
 	assert.Equal(t, 4*time.Hour, cfg.CallEndTimeout)
+	assert.Equal(t, time.Hour, cfg.StepRetryTimeout)
 	assert.Equal(t, int64(1<<20), cfg.MaxBodyBytes)
 	assert.Equal(t, 168*time.Hour, cfg.InboxRetention)
 	assert.Equal(t, Secrets{101: "alpha", 202: "beta"}, cfg.WebhookSecrets)
@@ -67,6 +68,7 @@ func TestLoadNamesTheBadVariable(t *testing.T) {
 		{name: "secrets required by the webhook", role: RoleWebhook, drop: "CTM_WEBHOOK_SECRETS", want: "CTM_WEBHOOK_SECRETS: required"},
 		{name: "token required by the webhook", role: RoleWebhook, drop: "API_TOKEN", want: "API_TOKEN: required"},
 		{name: "malformed duration", role: RoleWebhook, set: map[string]string{"CALL_END_TIMEOUT": "forever"}, want: "CALL_END_TIMEOUT:"},
+		{name: "step retry too short", role: RoleWorker, set: map[string]string{"STEP_RETRY_TIMEOUT": "10ms"}, want: "STEP_RETRY_TIMEOUT: must be at least 1s"},
 		{name: "malformed integer", role: RoleWebhook, set: map[string]string{"DATABASE_MAX_CONNS": "many"}, want: "DATABASE_MAX_CONNS:"},
 		{name: "malformed secrets", role: RoleWebhook, set: map[string]string{"CTM_WEBHOOK_SECRETS": "101:alpha"}, want: "CTM_WEBHOOK_SECRETS: entry 1 is not account_id=secret"},
 		{name: "account listed twice", role: RoleWebhook, set: map[string]string{"CTM_WEBHOOK_SECRETS": "1=a,1=b"}, want: "CTM_WEBHOOK_SECRETS: account 1 is listed twice"},

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestWebUIShowsTheCall(t *testing.T) {
 	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	uiURL := "http://127.0.0.1:" + strconv.Itoa(ports[2])
 	dataDir := t.TempDir()
-	startDev(t, bin, "--data-dir", dataDir, "--http-addr", httpAddr,
+	startDevWithUI(t, bin, "--data-dir", dataDir, "--http-addr", httpAddr,
 		"--temporal-port", strconv.Itoa(ports[1]), "--ui-port", strconv.Itoa(ports[2]))
 
 	const callID = 4242
@@ -180,15 +179,16 @@ func screenshot(name string) chromedp.Action[chromedp.Void] {
 	})
 }
 
-// startDev runs `ctmflow dev` until the test ends and returns once it
-// printed its banner, which it does when the Web UI answers.
-func startDev(t *testing.T, bin string, args ...string) {
+// startDevWithUI runs `ctmflow dev` with args until the test ends, and
+// returns once it printed its banner, which it does when the Web UI
+// answers.
+func startDevWithUI(t *testing.T, bin string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"dev"}, args...)...)
 	cmd.Env = devEnv()
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 
@@ -250,22 +250,4 @@ func freePorts(t *testing.T, n int) []int {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports
-}
-
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
