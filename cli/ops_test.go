@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,8 +14,6 @@ import (
 	"github.com/ctmflow/ctmflow/engine"
 	"github.com/ctmflow/ctmflow/workflows"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 func TestWriteParked(t *testing.T) {
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
