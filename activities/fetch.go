@@ -52,6 +52,7 @@ type FetchCallResult struct {
 // body stays in the database), for the workflow to apply as if the
 // webhook had come.
 func (a *Activities) FetchCall(ctx context.Context, ref CallRef) (FetchCallResult, error) {
+	defer keepAlive(ctx)()
 	if a.CTM == nil || !a.CTM.HasKeys(ref.AccountID) {
 		return FetchCallResult{Status: CTMNoKeys}, nil
 	}

@@ -38,7 +38,8 @@ var (
 )
 
 // TestNoPHIInTemporalStorage drives calls down every path (start, end,
-// late update, text, end never arriving, a parked step retried by ops)
+// late update, text, end never arriving, end fetched from CTM's API, a
+// parked step retried by ops)
 // through a Temporal server that keeps its state in a file, then reads
 // everything the server stored: every row of every table of its SQLite
 // database, history and visibility alike, and the raw bytes of the
@@ -48,8 +49,10 @@ func TestNoPHIInTemporalStorage(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "temporal.db")
 	srv := teststack.StartTemporal(t, devserver.Options{DBPath: dbPath})
 	crm := testenv.SQLiteURL(t)
+	account := stackAccount()
+	ctmAPI, env := standIn(t, account, nil)
 	s := teststack.Start(t, teststack.Options{
-		Temporal: srv, DatabaseURL: crm,
+		Temporal: srv, DatabaseURL: crm, Env: env, AccountID: account,
 		EndTimeout: 3 * time.Second, StepRetryTimeout: 2 * time.Second,
 	})
 	post := func(path string, body []byte) {
@@ -75,9 +78,13 @@ func TestNoPHIInTemporalStorage(t *testing.T) {
 	text.Name = phiName
 	post("text-message", text.TextBody())
 
-	// A call whose end never comes.
+	// A call whose end never comes, and one whose end CTM's API has.
 	post("call-start", caller(9003).StartBody())
 	waitCallStage(t, s, phiPhone, 9003, models.StageEndMissing)
+	ctmAPI.PutCall(caller(9005).EndBody())
+	post("call-start", caller(9005).StartBody())
+	waitCall(t, s, phiPhone, 9005, "the end from CTM's API",
+		func(c *api.Call) bool { return c.Stage == models.StageEnded && c.Transcript != "" })
 
 	// A call whose transcript step parks, and ops retry it.
 	post("call-start", caller(9004).StartBody())
@@ -95,11 +102,11 @@ func TestNoPHIInTemporalStorage(t *testing.T) {
 	waitCall(t, s, phiPhone, 9004, "the retried transcript",
 		func(c *api.Call) bool { return c.Transcript != "" })
 
-	// Two runs of 9001, one each of 9002, 9003 and 9004.
+	// Two runs of 9001, one each of 9002 to 9005.
 	var runs []*workflowpb.WorkflowExecutionInfo
 	teststack.Eventually(t, 15*time.Second, "every run visible", func() bool {
 		runs = listRuns(t, s)
-		return len(runs) == 5
+		return len(runs) == 6
 	})
 	for _, r := range runs {
 		waitClosed(t, s, r.GetExecution().GetWorkflowId())

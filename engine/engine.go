@@ -182,9 +182,11 @@ caller's number, name, recording or transcript.
 **The story.** Step *record call* creates the lead and the call the
 moment the first webhook arrives. A timer waits for the call-end
 webhook. The end runs *attach recording*, *attach transcript* and
-*record outcome* side by side; without an end in time, *mark end
-missing* runs instead. A webhook after the run closed starts a short
-new run of the same workflow id.
+*record outcome* side by side. Without an end in time, *ask CTM for
+the end* looks the call up in CTM's API: an ended call is applied as
+its end webhook would have been, one in progress is waited for again,
+and otherwise *mark end missing* runs. A webhook after the run closed
+starts a short new run of the same workflow id.
 
 **Where it is.** Current details and the ` + "`state`" + ` query: stage, lead,
 what the call waits for, parked steps. Search attributes: CtmAccountId,

@@ -188,7 +188,7 @@ func (r *callRun) timedOut(ctx workflow.Context) error {
 	ref := activities.CallRef{AccountID: r.in.AccountID, CallID: r.in.CallID}
 	var res activities.FetchCallResult
 	skipped, err := r.ops.step(ctx, "ask CTM for the end", func(ctx workflow.Context) error {
-		ctx = workflow.WithActivityOptions(ctx, fetchOptions(r.state.EndChecks))
+		ctx = workflow.WithActivityOptions(ctx, fetchOptions(r.state.EndChecks, r.in.StepRetryTimeout))
 		return workflow.ExecuteActivity(ctx, acts.FetchCall, ref).Get(ctx, &res)
 	})
 	if err != nil {

@@ -163,7 +163,13 @@ func describe(s *State) string {
 	out := fmt.Sprintf("**Stage** %s · **lead** %d · %s", s.Stage, s.LeadID, deliveries)
 	if s.WaitingFor == WaitingForEnd {
 		out += fmt.Sprintf("\n\nWaiting for the call-end webhook until %s; "+
-			"if none comes, the call is marked end_missing.", s.EndDeadline.UTC().Format(detailsTime))
+			"then CTM's API is asked for the call.", s.EndDeadline.UTC().Format(detailsTime))
+	}
+	switch {
+	case s.EndChecks == 1:
+		out += "\n\nCTM's API was asked for the end once."
+	case s.EndChecks > 1:
+		out += fmt.Sprintf("\n\nCTM's API was asked for the end %d times.", s.EndChecks)
 	}
 	return out
 }

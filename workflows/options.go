@@ -52,9 +52,10 @@ func attachOptions(what string, d Delivery, limit time.Duration) workflow.Activi
 		StartToCloseTimeout:    time.Minute,
 		ScheduleToCloseTimeout: retryWindow(time.Hour, limit),
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    5 * time.Minute,
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        5 * time.Minute,
+			NonRetryableErrorTypes: unreadable,
 		},
 		Summary: fmt.Sprintf("%s (delivery %d)", what, d.ID),
 	})
@@ -72,21 +73,22 @@ func outcomeOptions(d Delivery, limit time.Duration) workflow.ActivityOptions {
 		StartToCloseTimeout:    30 * time.Second,
 		ScheduleToCloseTimeout: retryWindow(time.Hour, limit),
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    500 * time.Millisecond,
-			BackoffCoefficient: 2,
-			MaximumInterval:    time.Minute,
+			InitialInterval:        500 * time.Millisecond,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			NonRetryableErrorTypes: unreadable,
 		},
 		Summary: summary,
 	})
 }
 
+// unreadable are the errors of a delivery no retry can read.
+var unreadable = []string{activities.ErrTypePurged, activities.ErrTypeInvalid}
+
 // activityOptions adds what every (non-local) step shares: the heartbeat
-// timeout and the errors no retry can fix.
+// timeout, and an attempt no longer than the whole retry window.
 func activityOptions(opts workflow.ActivityOptions) workflow.ActivityOptions {
 	opts.HeartbeatTimeout = heartbeatTimeout
-	opts.RetryPolicy.NonRetryableErrorTypes = []string{
-		activities.ErrTypePurged, activities.ErrTypeInvalid,
-	}
 	opts.StartToCloseTimeout = min(opts.StartToCloseTimeout, opts.ScheduleToCloseTimeout)
 	return opts
 }
@@ -103,10 +105,10 @@ func retryWindow(own, limit time.Duration) time.Duration {
 // be down or rate limiting (a 429's Retry-After sets the next attempt);
 // it retries for an hour before parking. Refused keys park at once: only
 // a person can fix them.
-func fetchOptions(check int) workflow.ActivityOptions {
-	return workflow.ActivityOptions{
+func fetchOptions(check int, limit time.Duration) workflow.ActivityOptions {
+	return activityOptions(workflow.ActivityOptions{
 		StartToCloseTimeout:    time.Minute,
-		ScheduleToCloseTimeout: time.Hour,
+		ScheduleToCloseTimeout: retryWindow(time.Hour, limit),
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    5 * time.Second,
 			BackoffCoefficient: 2,
@@ -117,5 +119,5 @@ func fetchOptions(check int) workflow.ActivityOptions {
 			},
 		},
 		Summary: fmt.Sprintf("ask CTM's API for the call end (check %d)", check),
-	}
+	})
 }
