@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -80,6 +81,30 @@ func NewRouter(opts Options) *gin.Engine {
 	return r
 }
 
+// unstarted tracks connections that have not begun a request.
+type unstarted struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (u *unstarted) track(c net.Conn, st http.ConnState) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if st == http.StateNew {
+		u.m[c] = struct{}{}
+	} else {
+		delete(u.m, c)
+	}
+}
+
+func (u *unstarted) closeAll() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for c := range u.m {
+		_ = c.Close()
+	}
+}
+
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // requestID tags each request with an id, taken from X-Request-ID when the
@@ -124,12 +149,14 @@ func Serve(ctx context.Context, addr string, h http.Handler, grace time.Duration
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
+	conns := &unstarted{m: map[net.Conn]struct{}{}}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      5 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
+		ConnState:         conns.track,
 	}
 	if ready != nil {
 		ready <- l.Addr().String()
@@ -145,7 +172,14 @@ func Serve(ctx context.Context, addr string, h http.Handler, grace time.Duration
 
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	// Shutdown waits up to five seconds for connections that have not
+	// sent a byte yet (clients and load balancers open them ahead of
+	// need). Nothing was asked on them, so nothing is lost by closing them
+	// now; a client retries elsewhere.
+	conns.closeAll()
+	if err := <-shut; err != nil {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
