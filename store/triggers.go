@@ -479,8 +479,11 @@ func (s *Store) ResendTriggerDelivery(ctx context.Context, id int64) (*models.Tr
 // at most horizon away; a later one is returned unbooked, for the caller
 // to come back then instead of holding a slot it cannot use yet.
 func (s *Store) ReserveSlot(ctx context.Context, destination string, interval, horizon time.Duration) (slot time.Time, booked bool, err error) {
+	// Postgres keeps microseconds: whole microseconds keep the slots a
+	// full interval apart once stored.
+	interval = interval.Truncate(time.Microsecond) + time.Microsecond
 	err = s.transaction(ctx, func(tx *gorm.DB) error {
-		now := s.now()
+		now := s.now().Truncate(time.Microsecond)
 		seed := models.TriggerThrottle{Destination: destination, NextAt: now}
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&seed).Error; err != nil {
 			return err

@@ -282,8 +282,10 @@ func (s *Sender) settle(ctx context.Context, d *models.TriggerDelivery, rule *mo
 	why := fmt.Sprintf("destination answered %d %s", code, http.StatusText(code))
 	delay := in.Retry.Delay(attempt, rand.Float64())
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		// Never sooner than asked; never sooner than the schedule either,
+		// or "Retry-After: 0" would have us hammer a struggling server.
 		if after, ok := retryAfter(header, time.Now()); ok {
-			delay = after
+			delay = max(delay, after)
 			why += fmt.Sprintf(", retry after %s", after)
 		}
 	}

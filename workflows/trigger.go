@@ -89,6 +89,11 @@ func failureReason(err error, retried time.Duration) string {
 	return reason
 }
 
+// maxSendAttempts bounds a run's attempts as well as its time: the
+// schedule makes about thirty a day, and no destination should draw a
+// thousand.
+const maxSendAttempts = 1000
+
 // sendOptions: the schedule comes from the input, so that a delivery
 // keeps the schedule it started with; the jitter and Retry-After come
 // from the activity's NextRetryDelay, and these intervals are only the
@@ -101,6 +106,7 @@ func sendOptions(in TriggerInput) workflow.ActivityOptions {
 			InitialInterval:    in.Retry.Initial,
 			BackoffCoefficient: 2,
 			MaximumInterval:    in.Retry.Max,
+			MaximumAttempts:    maxSendAttempts,
 			NonRetryableErrorTypes: []string{
 				triggers.ErrTypeGone, triggers.ErrTypeRefused, triggers.ErrTypeBroken,
 			},
