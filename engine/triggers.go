@@ -27,9 +27,11 @@ type TriggerStarter struct {
 // StartDelivery starts the workflow of the delivery's current run. The id
 // is derived from the delivery and the run, and a closed workflow's id is
 // not reused: starting a run that exists, running or done, is a no-op.
+// (Past the namespace's retention Temporal forgets the id; by then the
+// delivery is no longer pending, and nothing starts it again.)
 func (s *TriggerStarter) StartDelivery(ctx context.Context, d models.TriggerDelivery) error {
 	opts := client.StartWorkflowOptions{
-		ID:                    workflows.TriggerWorkflowID(d.ID, d.Resends),
+		ID:                    workflows.TriggerWorkflowID(d.WebhookID, d.Resends),
 		TaskQueue:             s.TaskQueue,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		TypedSearchAttributes: temporal.NewSearchAttributes(

@@ -404,15 +404,22 @@ type TriggerAttempt struct {
 }
 
 // RecordTriggerAttempt notes an attempt of run. A stale run (the delivery
-// was resent meanwhile) changes nothing.
+// was resent meanwhile) changes nothing. A final state stays final: an
+// attempt that outlived its run's deadline (the run gave up meanwhile)
+// is counted, but only a success changes the state.
 func (s *Store) RecordTriggerAttempt(ctx context.Context, id int64, run int, a TriggerAttempt) error {
 	now := s.now()
+	var status any = a.Status
+	if a.Status != models.TriggerDelivered {
+		status = gorm.Expr("CASE WHEN status IN (?, ?, ?) THEN status ELSE ? END",
+			models.TriggerDelivered, models.TriggerFailed, models.TriggerSkipped, a.Status)
+	}
 	updates := map[string]any{
 		"attempts":         gorm.Expr("attempts + 1"),
 		"last_status_code": a.StatusCode,
 		"last_error":       truncate(a.Err, 500),
 		"last_attempt_at":  now,
-		"status":           a.Status,
+		"status":           status,
 		"updated_at":       now,
 	}
 	if a.Status == models.TriggerDelivered {

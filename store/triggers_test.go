@@ -192,6 +192,16 @@ func TestTriggerDeliveryLifecycle(t *testing.T) {
 			assert.Equal(t, models.TriggerFailed, d.Status)
 			assert.LessOrEqual(t, len(d.LastError), 500)
 
+			// An attempt that outlived the run's deadline is counted but
+			// does not reopen the delivery.
+			require.NoError(t, st.RecordTriggerAttempt(ctx, id, 1, store.TriggerAttempt{
+				StatusCode: 500, Status: models.TriggerRetrying,
+			}))
+			d, err = st.GetTriggerDelivery(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, models.TriggerFailed, d.Status)
+			assert.Equal(t, 3, d.Attempts)
+
 			list, err := st.ListTriggerDeliveries(ctx, store.TriggerDeliveryFilter{RuleID: r.ID, Status: models.TriggerFailed})
 			require.NoError(t, err)
 			require.Len(t, list, 1)

@@ -37,14 +37,16 @@ type TriggerInput struct {
 	Retry triggers.Schedule
 }
 
-// TriggerWorkflowID is the workflow id of a delivery's run: derived from
-// the delivery, so that publishing an event twice starts one workflow.
-// A resend is a new run with an id of its own.
-func TriggerWorkflowID(deliveryID int64, run int) string {
+// TriggerWorkflowID is the workflow id of a delivery's run, derived from
+// the delivery's webhook id so that publishing an event twice starts one
+// workflow. The webhook id is random, so two ctmflow databases sharing a
+// Temporal namespace cannot collide as row ids would. A resend is a new
+// run with an id of its own.
+func TriggerWorkflowID(webhookID string, run int) string {
 	if run == 0 {
-		return fmt.Sprintf("trigger-%d", deliveryID)
+		return "trigger-" + webhookID
 	}
-	return fmt.Sprintf("trigger-%d-resend-%d", deliveryID, run)
+	return fmt.Sprintf("trigger-%s-resend-%d", webhookID, run)
 }
 
 // TriggerWorkflow delivers one lead event to one rule's destination:
