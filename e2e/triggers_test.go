@@ -18,8 +18,8 @@ import (
 	"github.com/ctmflow/ctmflow/ctm"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
-	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/testenv"
+	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/workflows"
 )
 

@@ -67,7 +67,7 @@ var blocked = []struct {
 
 // Well-known prefixes whose addresses carry an IPv4 address inside.
 var (
-	nat64   = netip.MustParsePrefix("64:ff9b::/96")
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
 	sixToFour = netip.MustParsePrefix("2002::/16")
 )
 

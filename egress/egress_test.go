@@ -167,4 +167,3 @@ func get(c *http.Client, url string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
-

@@ -107,8 +107,12 @@ func TestMatch(t *testing.T) {
 		{name: "rating from the event, not the call", rule: minRating(5),
 			facts: func(f *store.EventFacts) { f.Call.StarRating = ptr(5) }},
 		{name: "unscored call", rule: minRating(1),
-			facts: func(f *store.EventFacts) { f.Event.Type = models.EventCallEnded; f.Event.Data = nil; f.Call.StarRating = nil },
-			want:  false},
+			facts: func(f *store.EventFacts) {
+				f.Event.Type = models.EventCallEnded
+				f.Event.Data = nil
+				f.Call.StarRating = nil
+			},
+			want: false},
 		{name: "direction matches", rule: func(r *models.TriggerRule) { r.Conditions.Direction = "inbound" }, want: true},
 		{name: "direction differs", rule: func(r *models.TriggerRule) { r.Conditions.Direction = "outbound" }},
 		{name: "source matches without case", rule: sources("google ads"), want: true},
