@@ -82,7 +82,10 @@ func liveTransfer(t *testing.T, s *teststack.Stack) {
 	waitProcessed(t, s, body)
 	assert.Len(t, listDeliveries(t, s, fmt.Sprintf("?rule_id=%d", rule.ID)), 1)
 
-	assertNoPHIInTriggerHistory(t, s, workflows.TriggerWorkflowID(ds[0].WebhookID, 0), phone)
+	wfID := workflows.TriggerWorkflowID(ds[0].WebhookID, 0)
+	waitClosed(t, s, wfID)
+	assertNoPHIInTriggerHistory(t, s, wfID, phone)
+	replayHistory(t, s, wfID, "trigger_delivered")
 	disable(t, s, rule.ID)
 }
 
@@ -291,6 +294,8 @@ func TestDestinationFailing(t *testing.T) {
 			desc, err := s.Client.DescribeWorkflowExecution(context.Background(), wfID, "")
 			return err == nil && desc.WorkflowExecutionInfo.Status == enumspb.WORKFLOW_EXECUTION_STATUS_FAILED
 		})
+		assertNoPHIInTriggerHistory(t, s, wfID, "+12395550193")
+		replayHistory(t, s, wfID, "trigger_retries_ran_out")
 		disable(t, s, rule.ID)
 	})
 
