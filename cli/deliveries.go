@@ -24,7 +24,8 @@ func newDeliveriesCmd() *cobra.Command {
 destinations of trigger rules. Reads DATABASE_URL, or the dev database
 in --data-dir when it is unset.`,
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".ctmflow", "dev data directory, used when DATABASE_URL is unset")
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".ctmflow",
+		"dev data directory, used when DATABASE_URL is unset")
 
 	var f store.TriggerDeliveryFilter
 	list := &cobra.Command{
@@ -51,8 +52,9 @@ in --data-dir when it is unset.`,
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tRULE\tEVENT\tLEAD\tSTATUS\tATTEMPTS\tLAST CODE\tCREATED\tLAST ERROR")
 			for _, d := range ds {
-				fmt.Fprintf(tw, "%d\t%d\t%s %d\t%d\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.RuleID, d.EventType, d.EventID,
-					d.LeadID, d.Status, d.Attempts, d.LastStatusCode, d.CreatedAt.UTC().Format(time.RFC3339), d.LastError)
+				fmt.Fprintf(tw, "%d\t%d\t%s %d\t%d\t%s\t%d\t%d\t%s\t%s\n",
+					d.ID, d.RuleID, d.EventType, d.EventID, d.LeadID, d.Status, d.Attempts,
+					d.LastStatusCode, d.CreatedAt.UTC().Format(time.RFC3339), d.LastError)
 			}
 			return tw.Flush()
 		},
@@ -86,12 +88,13 @@ or by a 410 answer) must be enabled first, or the resend is skipped.`,
 			case errors.Is(err, store.ErrNotFound):
 				return fmt.Errorf("no trigger delivery %d", id)
 			case errors.Is(err, store.ErrBusy):
-				return fmt.Errorf("trigger delivery %d is still being attempted; resend it once it has delivered or failed", id)
+				return fmt.Errorf("trigger delivery %d is still being attempted; "+
+					"resend it once it has delivered or failed", id)
 			case err != nil:
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "trigger delivery %d is pending again (resend %d); a running worker sends it\n",
-				d.ID, d.Resends)
+			fmt.Fprintf(cmd.OutOrStdout(),
+				"trigger delivery %d is pending again (resend %d); a running worker sends it\n", d.ID, d.Resends)
 			return nil
 		},
 	}

@@ -75,7 +75,8 @@ func (s *Store) GetRule(ctx context.Context, id int64) (*models.TriggerRule, err
 
 // UpdateRule applies change to the rule under a lock and saves it, unless
 // change fails. Two edits of one rule cannot overwrite each other.
-func (s *Store) UpdateRule(ctx context.Context, id int64, change func(*models.TriggerRule) error) (*models.TriggerRule, error) {
+func (s *Store) UpdateRule(ctx context.Context, id int64,
+	change func(*models.TriggerRule) error) (*models.TriggerRule, error) {
 	var r models.TriggerRule
 	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&r, id).Error; err != nil {
@@ -291,7 +292,8 @@ func NewTriggerDelivery(rule *models.TriggerRule, ev *models.LeadEvent, key stri
 // when its deliveries exist. A delivery whose key is taken already is not
 // recorded twice. It returns the deliveries whose workflow still has to
 // be started: the new ones, and older ones a crash left unstarted.
-func (s *Store) FanOut(ctx context.Context, eventIDs []int64, planned []models.TriggerDelivery) ([]models.TriggerDelivery, error) {
+func (s *Store) FanOut(ctx context.Context, eventIDs []int64,
+	planned []models.TriggerDelivery) ([]models.TriggerDelivery, error) {
 	var start []models.TriggerDelivery
 	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		now := s.now()
@@ -325,7 +327,8 @@ func (s *Store) FanOut(ctx context.Context, eventIDs []int64, planned []models.T
 // UndispatchedDeliveries returns deliveries whose current run was due to
 // start before before and has not: the process that recorded them died,
 // or Temporal was unreachable.
-func (s *Store) UndispatchedDeliveries(ctx context.Context, before time.Time, limit int) ([]models.TriggerDelivery, error) {
+func (s *Store) UndispatchedDeliveries(ctx context.Context, before time.Time,
+	limit int) ([]models.TriggerDelivery, error) {
 	var out []models.TriggerDelivery
 	err := s.db.WithContext(ctx).
 		Where("status = ? AND dispatched_at IS NULL AND updated_at < ?", models.TriggerPending, before).
@@ -485,7 +488,8 @@ func (s *Store) ResendTriggerDelivery(ctx context.Context, id int64) (*models.Tr
 // slots are interval apart, shared by every process. It books only a slot
 // at most horizon away; a later one is returned unbooked, for the caller
 // to come back then instead of holding a slot it cannot use yet.
-func (s *Store) ReserveSlot(ctx context.Context, destination string, interval, horizon time.Duration) (slot time.Time, booked bool, err error) {
+func (s *Store) ReserveSlot(ctx context.Context, destination string,
+	interval, horizon time.Duration) (slot time.Time, booked bool, err error) {
 	// Postgres keeps microseconds: whole microseconds keep the slots a
 	// full interval apart once stored.
 	interval = interval.Truncate(time.Microsecond) + time.Microsecond

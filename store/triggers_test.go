@@ -202,7 +202,8 @@ func TestTriggerDeliveryLifecycle(t *testing.T) {
 			assert.Equal(t, models.TriggerFailed, d.Status)
 			assert.Equal(t, 3, d.Attempts)
 
-			list, err := st.ListTriggerDeliveries(ctx, store.TriggerDeliveryFilter{RuleID: r.ID, Status: models.TriggerFailed})
+			list, err := st.ListTriggerDeliveries(ctx,
+				store.TriggerDeliveryFilter{RuleID: r.ID, Status: models.TriggerFailed})
 			require.NoError(t, err)
 			require.Len(t, list, 1)
 			list, err = st.ListTriggerDeliveries(ctx, store.TriggerDeliveryFilter{LeadID: rec.LeadID + 1})

@@ -64,7 +64,8 @@ func Validate(r *models.TriggerRule, g *egress.Guard) map[string]string {
 		bad["destination.secret"] = err.Error()
 	}
 	if r.RateLimit < 0 || r.RateLimit > maxRateLimit {
-		bad["destination.rate_limit_per_second"] = fmt.Sprintf("must be between 0 (no limit) and %d requests per second", maxRateLimit)
+		bad["destination.rate_limit_per_second"] = fmt.Sprintf(
+			"must be between 0 (no limit) and %d requests per second", maxRateLimit)
 	}
 
 	if len(bad) == 0 {

@@ -36,25 +36,44 @@ func TestValidate(t *testing.T) {
 		field  string
 		why    string
 	}{
-		{"no name", func(r *models.TriggerRule) { r.Name = " " }, "name", "is required"},
-		{"long name", func(r *models.TriggerRule) { r.Name = strings.Repeat("x", 201) }, "name", "at most 200"},
-		{"no event", func(r *models.TriggerRule) { r.Event = "" }, "event", "is required"},
-		{"unknown event", func(r *models.TriggerRule) { r.Event = "call.rang" }, "event", "must be one of lead.created"},
-		{"rating of zero", func(r *models.TriggerRule) { r.Conditions.MinStarRating = ptr(0) }, "conditions.min_star_rating", "between 1 and 5"},
-		{"rating of six", func(r *models.TriggerRule) { r.Conditions.MinStarRating = ptr(6) }, "conditions.min_star_rating", "between 1 and 5"},
-		{"unknown direction", func(r *models.TriggerRule) { r.Conditions.Direction = "sideways" }, "conditions.direction", "must be one of inbound"},
-		{"empty source", func(r *models.TriggerRule) { r.Conditions.Sources = []string{"Google Ads", ""} }, "conditions.sources", "empty"},
-		{"too many tags", func(r *models.TriggerRule) { r.Conditions.Tags = make([]string, 51) }, "conditions.tags", "at most 50"},
-		{"no URL", func(r *models.TriggerRule) { r.URL = "" }, "destination.url", "is required"},
-		{"relative URL", func(r *models.TriggerRule) { r.URL = "/leads" }, "destination.url", "http:// or https://"},
-		{"ftp URL", func(r *models.TriggerRule) { r.URL = "ftp://example.org/x" }, "destination.url", "http:// or https://"},
-		{"URL without host", func(r *models.TriggerRule) { r.URL = "https:///leads" }, "destination.url", "must name a host"},
-		{"URL with credentials", func(r *models.TriggerRule) { r.URL = "https://u:p@example.org/" }, "destination.url", "user name or password"},
-		{"loopback URL", func(r *models.TriggerRule) { r.URL = "http://127.0.0.1:9000/hook" }, "destination.url", "OUTBOUND_ALLOWLIST"},
-		{"metadata URL", func(r *models.TriggerRule) { r.URL = "http://169.254.169.254/latest/meta-data/" }, "destination.url", "private or reserved"},
-		{"mapped metadata URL", func(r *models.TriggerRule) { r.URL = "http://[::ffff:a9fe:a9fe]/" }, "destination.url", "private or reserved"},
-		{"secret without prefix", func(r *models.TriggerRule) { r.Secret = "hunter2hunter2hunter2hunter2" }, "destination.secret", "whsec_"},
-		{"negative rate limit", func(r *models.TriggerRule) { r.RateLimit = -1 }, "destination.rate_limit_per_second", "between 0"},
+		{"no name", func(r *models.TriggerRule) { r.Name = " " },
+			"name", "is required"},
+		{"long name", func(r *models.TriggerRule) { r.Name = strings.Repeat("x", 201) },
+			"name", "at most 200"},
+		{"no event", func(r *models.TriggerRule) { r.Event = "" },
+			"event", "is required"},
+		{"unknown event", func(r *models.TriggerRule) { r.Event = "call.rang" },
+			"event", "must be one of lead.created"},
+		{"rating of zero", func(r *models.TriggerRule) { r.Conditions.MinStarRating = ptr(0) },
+			"conditions.min_star_rating", "between 1 and 5"},
+		{"rating of six", func(r *models.TriggerRule) { r.Conditions.MinStarRating = ptr(6) },
+			"conditions.min_star_rating", "between 1 and 5"},
+		{"unknown direction", func(r *models.TriggerRule) { r.Conditions.Direction = "sideways" },
+			"conditions.direction", "must be one of inbound"},
+		{"empty source", func(r *models.TriggerRule) { r.Conditions.Sources = []string{"Google Ads", ""} },
+			"conditions.sources", "empty"},
+		{"too many tags", func(r *models.TriggerRule) { r.Conditions.Tags = make([]string, 51) },
+			"conditions.tags", "at most 50"},
+		{"no URL", func(r *models.TriggerRule) { r.URL = "" },
+			"destination.url", "is required"},
+		{"relative URL", func(r *models.TriggerRule) { r.URL = "/leads" },
+			"destination.url", "http:// or https://"},
+		{"ftp URL", func(r *models.TriggerRule) { r.URL = "ftp://example.org/x" },
+			"destination.url", "http:// or https://"},
+		{"URL without host", func(r *models.TriggerRule) { r.URL = "https:///leads" },
+			"destination.url", "must name a host"},
+		{"URL with credentials", func(r *models.TriggerRule) { r.URL = "https://u:p@example.org/" },
+			"destination.url", "user name or password"},
+		{"loopback URL", func(r *models.TriggerRule) { r.URL = "http://127.0.0.1:9000/hook" },
+			"destination.url", "OUTBOUND_ALLOWLIST"},
+		{"metadata URL", func(r *models.TriggerRule) { r.URL = "http://169.254.169.254/latest/meta-data/" },
+			"destination.url", "private or reserved"},
+		{"mapped metadata URL", func(r *models.TriggerRule) { r.URL = "http://[::ffff:a9fe:a9fe]/" },
+			"destination.url", "private or reserved"},
+		{"secret without prefix", func(r *models.TriggerRule) { r.Secret = "hunter2hunter2hunter2hunter2" },
+			"destination.secret", "whsec_"},
+		{"negative rate limit", func(r *models.TriggerRule) { r.RateLimit = -1 },
+			"destination.rate_limit_per_second", "between 0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,8 +132,8 @@ func TestMatch(t *testing.T) {
 				f.Call.StarRating = nil
 			},
 			want: false},
-		{name: "direction matches", rule: func(r *models.TriggerRule) { r.Conditions.Direction = "inbound" }, want: true},
-		{name: "direction differs", rule: func(r *models.TriggerRule) { r.Conditions.Direction = "outbound" }},
+		{name: "direction matches", rule: direction("inbound"), want: true},
+		{name: "direction differs", rule: direction("outbound")},
 		{name: "source matches without case", rule: sources("google ads"), want: true},
 		{name: "tracking label matches", rule: sources("Detox line"), want: true},
 		{name: "no source matches", rule: sources("Bing", "Facebook")},
@@ -161,6 +180,10 @@ func TestMatch(t *testing.T) {
 
 func minRating(n int) func(*models.TriggerRule) {
 	return func(r *models.TriggerRule) { r.Conditions.MinStarRating = &n }
+}
+
+func direction(d string) func(*models.TriggerRule) {
+	return func(r *models.TriggerRule) { r.Conditions.Direction = d }
 }
 
 func sources(s ...string) func(*models.TriggerRule) {

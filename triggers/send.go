@@ -194,7 +194,8 @@ func (s *Sender) throttle(ctx context.Context, rule *models.TriggerRule) error {
 // post sends one signed request and returns the answer's status and
 // headers. The answer's body is read (so the connection can be reused)
 // and dropped: it may echo the payload.
-func (s *Sender) post(ctx context.Context, rule *models.TriggerRule, webhookID string, body []byte) (int, http.Header, error) {
+func (s *Sender) post(ctx context.Context, rule *models.TriggerRule,
+	webhookID string, body []byte) (int, http.Header, error) {
 	now := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rule.URL, bytes.NewReader(body))
 	if err != nil {

@@ -157,7 +157,8 @@ func newSendFixture(t *testing.T, url, secret string, allow bool) (*sendFixture,
 var testSchedule = triggers.Schedule{Initial: time.Second, Max: time.Minute, For: time.Hour}
 
 func (f *sendFixture) send(id int64, run int) error {
-	_, err := f.env.ExecuteActivity(f.sender.SendTrigger, triggers.SendInput{DeliveryID: id, Run: run, Retry: testSchedule})
+	in := triggers.SendInput{DeliveryID: id, Run: run, Retry: testSchedule}
+	_, err := f.env.ExecuteActivity(f.sender.SendTrigger, in)
 	return err
 }
 
@@ -298,7 +299,8 @@ func TestSendTrigger(t *testing.T) {
 		})
 		require.NoError(t, err)
 		// Another rule's request to the same destination took this second.
-		_, booked, err := f.st.ReserveSlot(context.Background(), triggers.Destination(rc.srv.URL), time.Second, time.Second)
+		dest := triggers.Destination(rc.srv.URL)
+		_, booked, err := f.st.ReserveSlot(context.Background(), dest, time.Second, time.Second)
 		require.NoError(t, err)
 		require.True(t, booked)
 

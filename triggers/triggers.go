@@ -154,7 +154,8 @@ func anyFold(want, have []string) bool {
 }
 
 // matchAll returns the deliveries the rules want for the events.
-func matchAll(ctx context.Context, st *store.Store, rules []models.TriggerRule, facts []store.EventFacts) ([]models.TriggerDelivery, error) {
+func matchAll(ctx context.Context, st *store.Store, rules []models.TriggerRule,
+	facts []store.EventFacts) ([]models.TriggerDelivery, error) {
 	var out []models.TriggerDelivery
 	for i := range facts {
 		f := &facts[i]
