@@ -240,9 +240,9 @@ func (a *Activities) load(ctx context.Context, in DeliveryInput) (store.CallDeli
 	}, nil
 }
 
-// publishTimeout bounds the fast path of publishing, which runs inside
-// the step (for the call's first step, a local activity): a slow Temporal
-// must not hold the call's workflow up.
+// publishTimeout bounds a publisher that works inside the step (for the
+// call's first step, a local activity): a slow Temporal must not hold the
+// call's workflow up. The worker's publisher returns at once.
 const publishTimeout = 3 * time.Second
 
 // publish hands events to the triggers. A failure there must not undo or

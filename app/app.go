@@ -210,10 +210,13 @@ func inboxStats(st *store.Store) metrics.InboxStatsFunc {
 
 // NewWorker builds the Temporal worker with its activities, and the
 // trigger sweeper that runs beside it: starting the worker starts the
-// sweeper, stopping it stops the sweeper first.
+// sweeper, stopping it stops the sweeper first. The activities publish
+// their lead events in the background, so a call's steps never wait on
+// the triggers.
 func NewWorker(d Deps) sdkworker.Worker {
 	worker.SetCacheSize(d.Config.WorkerCacheSize)
 	pub := NewPublisher(d)
+	background := triggers.NewBackground(pub, 64, 10*time.Second)
 	guard := egress.NewGuard(d.Config.OutboundAllowlist)
 	w := worker.New(worker.Options{
 		Client:      d.Temporal,
@@ -224,14 +227,14 @@ func NewWorker(d Deps) sdkworker.Worker {
 			PhoneRegion: d.Config.PhoneRegion,
 			Metrics:     d.Metrics,
 			CTM:         ctmAPI(d),
-			Events:      pub,
+			Events:      background,
 		},
 		Sender: &triggers.Sender{
 			Store:  d.Store,
 			Client: egress.NewClient(guard, egress.Options{Timeout: d.Config.TriggerHTTPTimeout}),
 		},
 	})
-	return &sweepingWorker{Worker: w, sweeper: &triggers.Sweeper{
+	return &sweepingWorker{Worker: w, background: background, sweeper: &triggers.Sweeper{
 		Publisher: pub,
 		Interval:  d.Config.TriggerSweepInterval,
 		Logger:    d.Log.With(logging.KeyComponent, "trigger-sweeper"),
@@ -259,7 +262,8 @@ func NewPublisher(d Deps) *triggers.Publisher {
 // sweepingWorker is a Temporal worker with the trigger sweeper beside it.
 type sweepingWorker struct {
 	sdkworker.Worker
-	sweeper *triggers.Sweeper
+	sweeper    *triggers.Sweeper
+	background *triggers.Background
 
 	mu   sync.Mutex
 	stop context.CancelFunc
@@ -300,6 +304,9 @@ func (w *sweepingWorker) Stop() {
 		<-done
 	}
 	w.Worker.Stop()
+	// The activities have finished; let the publishes they started
+	// finish too, rather than leave them to the next sweep.
+	w.background.Wait()
 }
 
 // ErrStartingWorker wraps why ServeWorker could not start polling.

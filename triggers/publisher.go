@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ctmflow/ctmflow/logging"
@@ -166,3 +167,51 @@ func (s *Sweeper) log() *slog.Logger {
 	}
 	return s.Logger
 }
+
+// Background publishes without holding up the step that recorded the
+// events: a call's workflow moves on at once, and the publish runs beside
+// it. At most limit publishes run at a time; past that, and for anything
+// cut short by a shutdown, the sweeper publishes.
+type Background struct {
+	publisher *Publisher
+	timeout   time.Duration
+	slots     chan struct{}
+	wg        sync.WaitGroup
+}
+
+// NewBackground returns a background publisher running at most limit
+// publishes, each for at most timeout.
+func NewBackground(p *Publisher, limit int, timeout time.Duration) *Background {
+	return &Background{publisher: p, timeout: timeout, slots: make(chan struct{}, limit)}
+}
+
+// ErrPublisherBusy means a publish was left to the sweeper.
+var ErrPublisherBusy = errors.New("trigger publisher busy; the sweeper will publish")
+
+// Publish starts publishing the events and returns.
+func (b *Background) Publish(ctx context.Context, eventIDs []int64) error {
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		return ErrPublisherBusy
+	}
+	b.wg.Add(1)
+	go func() {
+		defer func() {
+			<-b.slots
+			b.wg.Done()
+		}()
+		// The step that called may have returned already; its
+		// cancellation is not the publish's.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+		defer cancel()
+		if err := b.publisher.Publish(ctx, eventIDs); err != nil {
+			b.publisher.log().Warn("publishing lead events failed; the sweeper will retry",
+				logging.KeyCount, len(eventIDs), logging.KeyError, err)
+		}
+	}()
+	return nil
+}
+
+// Wait waits for the publishes in flight.
+func (b *Background) Wait() { b.wg.Wait() }
