@@ -194,7 +194,7 @@ func TestResendInProgress(t *testing.T) {
 	})
 	ctx := context.Background()
 	rec := recordDirectly(t, s, s.Sample(8801, "+12395550169"))
-	facts, ids, err := s.Store.UnpublishedEventFacts(ctx, rec.EventIDs)
+	facts, ids, err := s.Store.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
 	require.NoError(t, err)
 	stored, err := s.Store.GetRule(ctx, rule.ID)
 	require.NoError(t, err)

@@ -385,7 +385,7 @@ func TestNoTriggerLost(t *testing.T) {
 	// Died after the fan-out: the delivery exists, its workflow does not.
 	fannedOut := s.Sample(8602, "+12395550198")
 	rec := recordDirectly(t, s, fannedOut)
-	facts, ids, err := s.Store.UnpublishedEventFacts(ctx, rec.EventIDs)
+	facts, ids, err := s.Store.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
 	require.NoError(t, err)
 	stored, err := s.Store.GetRule(ctx, rule.ID)
 	require.NoError(t, err)
@@ -404,6 +404,9 @@ func TestNoTriggerLost(t *testing.T) {
 	}
 	assert.Equal(t, map[string]bool{"+12395550197": true, "+12395550198": true}, phones)
 }
+
+// leadCreated asks for the facts of lead.created events.
+var leadCreated = map[string]bool{models.EventLeadCreated: true}
 
 // recordDirectly records a call start in the database the way the
 // workflow's first step does, without publishing its events.

@@ -130,10 +130,12 @@ type EventFacts struct {
 }
 
 // UnpublishedEventFacts returns the events among ids that are not
-// published yet, with their facts, and the ids of those events. An event
-// whose lead is gone has no facts but is among the ids, so that
-// publishing it retires it.
-func (s *Store) UnpublishedEventFacts(ctx context.Context, ids []int64) ([]EventFacts, []int64, error) {
+// published yet, and the ids of those events. Only the events whose type
+// is in types come with their facts: the others interest no rule and
+// need no more reading. An event whose lead is gone has no facts but is
+// among the ids, so that publishing it retires it.
+func (s *Store) UnpublishedEventFacts(ctx context.Context, ids []int64,
+	types map[string]bool) ([]EventFacts, []int64, error) {
 	if len(ids) == 0 {
 		return nil, nil, nil
 	}
@@ -145,10 +147,17 @@ func (s *Store) UnpublishedEventFacts(ctx context.Context, ids []int64) ([]Event
 		return nil, nil, fmt.Errorf("loading lead events: %w", mapErr(err))
 	}
 	unpublished := make([]int64, len(events))
+	wanted := events[:0:0]
 	for i, ev := range events {
 		unpublished[i] = ev.ID
+		if types[ev.Type] {
+			wanted = append(wanted, ev)
+		}
 	}
-	facts, err := s.factsOf(ctx, events)
+	if len(wanted) == 0 {
+		return nil, unpublished, nil
+	}
+	facts, err := s.factsOf(ctx, wanted)
 	if err != nil {
 		return nil, nil, err
 	}

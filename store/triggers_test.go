@@ -15,6 +15,9 @@ import (
 	"github.com/ctmflow/ctmflow/testenv"
 )
 
+// leadCreated asks for the facts of lead.created events.
+var leadCreated = map[string]bool{models.EventLeadCreated: true}
+
 func newRule(t *testing.T, st *store.Store, event string) *models.TriggerRule {
 	t.Helper()
 	r := &models.TriggerRule{
@@ -88,10 +91,17 @@ func TestFanOut(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, rec.EventIDs, unpublished)
 
-			facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs)
+			facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs,
+				map[string]bool{models.EventLeadCreated: true, models.EventCallStarted: true})
 			require.NoError(t, err)
 			require.Len(t, facts, 2)
 			assert.Equal(t, rec.EventIDs, ids)
+
+			onlyCreated, ids2, err := st.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
+			require.NoError(t, err)
+			require.Len(t, onlyCreated, 1, "facts only for the types asked for")
+			assert.Equal(t, models.EventLeadCreated, onlyCreated[0].Event.Type)
+			assert.Equal(t, rec.EventIDs, ids2, "every unpublished id all the same")
 			assert.Equal(t, rec.LeadID, facts[0].Lead.ID)
 			require.NotNil(t, facts[0].Call)
 			assert.Equal(t, int64(2), facts[0].Call.CTMCallID)
@@ -115,7 +125,7 @@ func TestFanOut(t *testing.T) {
 			unpublished, err = st.UnpublishedEvents(ctx, time.Now().Add(time.Hour), 100)
 			require.NoError(t, err)
 			assert.Empty(t, unpublished)
-			facts, ids, err = st.UnpublishedEventFacts(ctx, rec.EventIDs)
+			facts, ids, err = st.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
 			require.NoError(t, err)
 			assert.Empty(t, facts)
 			assert.Empty(t, ids)
@@ -139,7 +149,7 @@ func TestTriggerDeliveryLifecycle(t *testing.T) {
 			r := newRule(t, st, models.EventLeadCreated)
 			s := ctm.Sample{AccountID: 7, CallID: 3, Phone: "+12395550173", Start: t0}
 			rec := apply(t, st, delivery(t, models.KindCallStart, s.StartBody(), t0))
-			facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs)
+			facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
 			require.NoError(t, err)
 			start, err := st.FanOut(ctx, ids, []models.TriggerDelivery{
 				store.NewTriggerDelivery(r, &facts[0].Event, "event:x"),

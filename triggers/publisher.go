@@ -33,12 +33,16 @@ type Publisher struct {
 // the deliveries. Events already published are skipped. On error, what
 // was not done is left for the sweeper.
 func (p *Publisher) Publish(ctx context.Context, eventIDs []int64) error {
-	facts, unpublished, err := p.Store.UnpublishedEventFacts(ctx, eventIDs)
-	if err != nil || len(unpublished) == 0 {
-		return err
-	}
 	rules, err := p.Store.ListRules(ctx, store.RuleFilter{EnabledOnly: true})
 	if err != nil {
+		return err
+	}
+	types := map[string]bool{}
+	for _, r := range rules {
+		types[r.Event] = true
+	}
+	facts, unpublished, err := p.Store.UnpublishedEventFacts(ctx, eventIDs, types)
+	if err != nil || len(unpublished) == 0 {
 		return err
 	}
 	planned, err := matchAll(ctx, p.Store, rules, facts)

@@ -131,7 +131,7 @@ func newSendFixture(t *testing.T, url, secret string, allow bool) (*sendFixture,
 
 	rule := &models.TriggerRule{Name: "dialer", Event: models.EventLeadCreated, URL: url, Secret: secret}
 	require.NoError(t, st.CreateRule(ctx, rule))
-	facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs)
+	facts, ids, err := st.UnpublishedEventFacts(ctx, rec.EventIDs, leadCreated)
 	require.NoError(t, err)
 	require.Equal(t, models.EventLeadCreated, facts[0].Event.Type)
 	start, err := st.FanOut(ctx, ids, []models.TriggerDelivery{
@@ -153,6 +153,9 @@ func newSendFixture(t *testing.T, url, secret string, allow bool) (*sendFixture,
 	env.RegisterActivity(sender)
 	return &sendFixture{st: st, sender: sender, rule: rule, env: env}, start[0].ID
 }
+
+// leadCreated asks for the facts of lead.created events.
+var leadCreated = map[string]bool{models.EventLeadCreated: true}
 
 var testSchedule = triggers.Schedule{Initial: time.Second, Max: time.Minute, For: time.Hour}
 
