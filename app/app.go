@@ -230,8 +230,9 @@ func NewWorker(d Deps) sdkworker.Worker {
 			Events:      background,
 		},
 		Sender: &triggers.Sender{
-			Store:  d.Store,
-			Client: egress.NewClient(guard, egress.Options{Timeout: d.Config.TriggerHTTPTimeout}),
+			Store:   d.Store,
+			Client:  egress.NewClient(guard, egress.Options{Timeout: d.Config.TriggerHTTPTimeout}),
+			Metrics: d.Metrics,
 		},
 	})
 	return &sweepingWorker{Worker: w, background: background, sweeper: &triggers.Sweeper{

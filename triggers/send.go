@@ -18,6 +18,7 @@ import (
 
 	"github.com/ctmflow/ctmflow/egress"
 	"github.com/ctmflow/ctmflow/logging"
+	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
 )
@@ -71,6 +72,8 @@ type Sender struct {
 	// destination's next rate-limit slot; a later slot sends the attempt
 	// back to Temporal to come back then. Default 5s.
 	MaxThrottleWait time.Duration
+	// Metrics, when set, counts attempts by event type and result.
+	Metrics *metrics.Metrics
 }
 
 // SendInput names a delivery's run: ids and the schedule, nothing else.
@@ -113,10 +116,12 @@ func (s *Sender) SendTrigger(ctx context.Context, in SendInput) error {
 	rule, err := s.Store.GetRule(ctx, d.RuleID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		s.Metrics.ObserveTrigger(d.EventType, models.TriggerSkipped)
 		return s.Store.FinishTriggerDelivery(ctx, d.ID, in.Run, models.TriggerSkipped, "rule deleted")
 	case err != nil:
 		return err
 	case !rule.Enabled():
+		s.Metrics.ObserveTrigger(d.EventType, models.TriggerSkipped)
 		return s.Store.FinishTriggerDelivery(ctx, d.ID, in.Run, models.TriggerSkipped,
 			"rule disabled: "+rule.DisabledReason)
 	}
@@ -148,7 +153,18 @@ func (s *Sender) SendTrigger(ctx context.Context, in SendInput) error {
 
 // FailTrigger records that a run gave up: its retries ran out.
 func (s *Sender) FailTrigger(ctx context.Context, in FailInput) error {
-	return s.Store.FinishTriggerDelivery(ctx, in.DeliveryID, in.Run, models.TriggerFailed, in.Reason)
+	d, err := s.Store.GetTriggerDelivery(ctx, in.DeliveryID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := s.Store.FinishTriggerDelivery(ctx, in.DeliveryID, in.Run, models.TriggerFailed, in.Reason); err != nil {
+		return err
+	}
+	// A final answer (410, a refused address) was counted as it came.
+	if d != nil && d.Resends == in.Run && !isFinal(d.Status) {
+		s.Metrics.ObserveTrigger(d.EventType, models.TriggerFailed)
+	}
+	return nil
 }
 
 func isFinal(status string) bool {
@@ -242,6 +258,7 @@ func (s *Sender) settle(ctx context.Context, d *models.TriggerDelivery, rule *mo
 	log := activity.GetLogger(ctx)
 	attempt := activity.GetInfo(ctx).Attempt
 	record := func(status, why string) error {
+		s.Metrics.ObserveTrigger(d.EventType, status)
 		return s.Store.RecordTriggerAttempt(ctx, d.ID, in.Run, store.TriggerAttempt{
 			StatusCode: code, Err: why, Status: status,
 		})

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ctmflow/ctmflow/ctm"
 	"github.com/ctmflow/ctmflow/egress"
+	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/testenv"
@@ -147,6 +148,7 @@ func newSendFixture(t *testing.T, url, secret string, allow bool) (*sendFixture,
 		Store:           st,
 		Client:          egress.NewClient(egress.NewGuard(prefixes), egress.Options{Timeout: 5 * time.Second}),
 		MaxThrottleWait: 10 * time.Millisecond,
+		Metrics:         metrics.New(),
 	}
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
@@ -163,6 +165,19 @@ func (f *sendFixture) send(id int64, run int) error {
 	in := triggers.SendInput{DeliveryID: id, Run: run, Retry: testSchedule}
 	_, err := f.env.ExecuteActivity(f.sender.SendTrigger, in)
 	return err
+}
+
+// counted returns the trigger attempts counted with result.
+func (f *sendFixture) counted(t *testing.T, result string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	f.sender.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if strings.HasPrefix(line, `ctmflow_trigger_deliveries_total{result="`+result+`",trigger="lead.created"}`) {
+			return line[strings.LastIndex(line, " ")+1:]
+		}
+	}
+	return "0"
 }
 
 func (f *sendFixture) delivery(t *testing.T, id int64) *models.TriggerDelivery {
@@ -206,6 +221,7 @@ func TestSendTrigger(t *testing.T) {
 
 		require.NoError(t, f.send(id, 0), "a delivered delivery is not sent again")
 		assert.Len(t, rc.requests(), 1)
+		assert.Equal(t, "1", f.counted(t, models.TriggerDelivered))
 	})
 
 	t.Run("503 honours Retry-After", func(t *testing.T) {
@@ -247,6 +263,16 @@ func TestSendTrigger(t *testing.T) {
 		assert.GreaterOrEqual(t, delay, 750*time.Millisecond)
 		assert.LessOrEqual(t, delay, 1250*time.Millisecond)
 		assert.NotContains(t, appErr.Error(), "Jordan", "no payload in the error")
+		assert.Equal(t, "1", f.counted(t, models.TriggerRetrying))
+
+		// Retries ran out: the workflow gives up.
+		fail := triggers.FailInput{DeliveryID: id, Reason: "gave up after retrying for 1h0m0s"}
+		_, err := f.env.ExecuteActivity(f.sender.FailTrigger, fail)
+		require.NoError(t, err)
+		assert.Equal(t, "1", f.counted(t, models.TriggerFailed))
+		d := f.delivery(t, id)
+		assert.Equal(t, models.TriggerFailed, d.Status)
+		assert.Equal(t, "gave up after retrying for 1h0m0s", d.LastError)
 	})
 
 	t.Run("410 disables the rule", func(t *testing.T) {
@@ -262,6 +288,12 @@ func TestSendTrigger(t *testing.T) {
 		assert.False(t, rule.Enabled())
 		assert.Contains(t, rule.DisabledReason, "410")
 		assert.Equal(t, models.TriggerFailed, f.delivery(t, id).Status)
+
+		// The workflow records the failure too; it is counted once.
+		fail := triggers.FailInput{DeliveryID: id, Reason: appErr.Message()}
+		_, err = f.env.ExecuteActivity(f.sender.FailTrigger, fail)
+		require.NoError(t, err)
+		assert.Equal(t, "1", f.counted(t, models.TriggerFailed))
 	})
 
 	t.Run("a loopback destination is refused at dial", func(t *testing.T) {
