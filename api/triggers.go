@@ -30,8 +30,8 @@ type TriggerOptions struct {
 	Resender Resender
 	// Guard refuses rules whose destination is a private IP address.
 	Guard *egress.Guard
-	// SecretOverlap is how long a rotated-out secret keeps signing.
-	SecretOverlap time.Duration
+	// RotationOverlap is how long a rotated-out secret keeps signing.
+	RotationOverlap time.Duration
 }
 
 // maxRuleBody caps a rule's JSON; a rule is a few hundred bytes.
@@ -276,8 +276,8 @@ func (t *triggerRoutes) apply(r *models.TriggerRule, in *ruleInput, now time.Tim
 		r.RateLimit = *d.RateLimitPerSecond
 	}
 	if d.Secret != nil && *d.Secret != r.Secret {
-		if r.Secret != "" && t.opts.SecretOverlap > 0 {
-			until := now.Add(t.opts.SecretOverlap)
+		if r.Secret != "" && t.opts.RotationOverlap > 0 {
+			until := now.Add(t.opts.RotationOverlap)
 			r.PreviousSecret, r.PreviousSecretUntil = r.Secret, &until
 		}
 		r.Secret = *d.Secret

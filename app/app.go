@@ -152,9 +152,9 @@ func NewHandler(d Deps, relay *inbox.Relay) http.Handler {
 			a.Register(g)
 			a.RegisterInbox(g, relay)
 			a.RegisterTriggers(g, api.TriggerOptions{
-				Resender:      NewPublisher(d),
-				Guard:         egress.NewGuard(d.Config.OutboundAllowlist),
-				SecretOverlap: d.Config.TriggerSecretOverlap,
+				Resender:        NewPublisher(d),
+				Guard:           egress.NewGuard(d.Config.OutboundAllowlist),
+				RotationOverlap: d.Config.TriggerRotationOverlap,
 			})
 			mountMetrics(r, d.Metrics)
 		},

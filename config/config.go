@@ -118,9 +118,9 @@ type Config struct {
 	// and deliveries that were committed but not handed on (a publish that
 	// failed, a process that died). Default 5s.
 	TriggerSweepInterval time.Duration `env:"TRIGGER_SWEEP_INTERVAL" envDefault:"5s"`
-	// TriggerSecretOverlap is how long a rotated-out signing secret keeps
-	// signing beside the new one. Default 24h.
-	TriggerSecretOverlap time.Duration `env:"TRIGGER_SECRET_OVERLAP" envDefault:"24h"`
+	// TriggerRotationOverlap is how long a rotated-out signing secret
+	// keeps signing beside the new one. Default 24h.
+	TriggerRotationOverlap time.Duration `env:"TRIGGER_ROTATION_OVERLAP" envDefault:"24h"`
 
 	// LogFormat is json or text. Default json.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
@@ -256,8 +256,8 @@ func (c *Config) Validate(role Role) error {
 	if c.TriggerSweepInterval < 10*time.Millisecond {
 		bad("TRIGGER_SWEEP_INTERVAL", "must be at least 10ms, got %s", c.TriggerSweepInterval)
 	}
-	if c.TriggerSecretOverlap < 0 {
-		bad("TRIGGER_SECRET_OVERLAP", "must not be negative")
+	if c.TriggerRotationOverlap < 0 {
+		bad("TRIGGER_ROTATION_OVERLAP", "must not be negative")
 	}
 	if f := strings.ToLower(c.LogFormat); f != "json" && f != "text" {
 		bad("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)
@@ -395,6 +395,15 @@ func (f *FieldList) UnmarshalText(text []byte) error {
 // Allowlist is a list of networks, read from comma-separated CIDRs or
 // addresses.
 type Allowlist []netip.Prefix
+
+// String lists the networks as OUTBOUND_ALLOWLIST takes them.
+func (a Allowlist) String() string {
+	items := make([]string, len(a))
+	for i, p := range a {
+		items[i] = p.String()
+	}
+	return strings.Join(items, ",")
+}
 
 // UnmarshalText reads "10.1.0.0/16,127.0.0.1".
 func (a *Allowlist) UnmarshalText(text []byte) error {

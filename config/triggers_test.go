@@ -21,7 +21,7 @@ func TestTriggerSettings(t *testing.T) {
 		assert.Equal(t, 24*time.Hour, cfg.TriggerRetryFor)
 		assert.Equal(t, 10*time.Second, cfg.TriggerHTTPTimeout)
 		assert.Equal(t, 5*time.Second, cfg.TriggerSweepInterval)
-		assert.Equal(t, 24*time.Hour, cfg.TriggerSecretOverlap)
+		assert.Equal(t, 24*time.Hour, cfg.TriggerRotationOverlap)
 	})
 
 	t.Run("allowlist", func(t *testing.T) {
@@ -33,12 +33,12 @@ func TestTriggerSettings(t *testing.T) {
 	})
 
 	bad := map[string]map[string]string{
-		"OUTBOUND_ALLOWLIST":     {"OUTBOUND_ALLOWLIST": "10.0.0.0/8,intranet"},
-		"TRIGGER_RETRY_MAX":      {"TRIGGER_RETRY_INITIAL": "1m", "TRIGGER_RETRY_MAX": "30s"},
-		"TRIGGER_RETRY_FOR":      {"TRIGGER_RETRY_FOR": "10s"},
-		"TRIGGER_HTTP_TIMEOUT":   {"TRIGGER_HTTP_TIMEOUT": "1h"},
-		"TRIGGER_SWEEP_INTERVAL": {"TRIGGER_SWEEP_INTERVAL": "1ms"},
-		"TRIGGER_SECRET_OVERLAP": {"TRIGGER_SECRET_OVERLAP": "-1h"},
+		"OUTBOUND_ALLOWLIST":       {"OUTBOUND_ALLOWLIST": "10.0.0.0/8,intranet"},
+		"TRIGGER_RETRY_MAX":        {"TRIGGER_RETRY_INITIAL": "1m", "TRIGGER_RETRY_MAX": "30s"},
+		"TRIGGER_RETRY_FOR":        {"TRIGGER_RETRY_FOR": "10s"},
+		"TRIGGER_HTTP_TIMEOUT":     {"TRIGGER_HTTP_TIMEOUT": "1h"},
+		"TRIGGER_SWEEP_INTERVAL":   {"TRIGGER_SWEEP_INTERVAL": "1ms"},
+		"TRIGGER_ROTATION_OVERLAP": {"TRIGGER_ROTATION_OVERLAP": "-1h"},
 	}
 	for name, env := range bad {
 		t.Run("bad "+name, func(t *testing.T) {
