@@ -12,9 +12,11 @@ import (
 	"errors"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/logging"
 	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
@@ -238,12 +240,23 @@ func (a *Activities) load(ctx context.Context, in DeliveryInput) (store.CallDeli
 	}, nil
 }
 
+// publishTimeout bounds a publisher that works inside the step (for the
+// call's first step, a local activity): a slow Temporal must not hold the
+// call's workflow up. The worker's publisher returns at once.
+const publishTimeout = 3 * time.Second
+
 // publish hands events to the triggers. A failure there must not undo or
-// repeat the step: the events are stored, and the trigger side retries
-// from the store.
+// repeat the step: the events are stored, and the triggers' sweeper
+// publishes what this fast path could not.
 func (a *Activities) publish(ctx context.Context, ids []int64) {
 	if a.Events == nil || len(ids) == 0 {
 		return
 	}
-	_ = a.Events.Publish(ctx, ids)
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	err := a.Events.Publish(pctx, ids)
+	if err != nil && activity.IsActivity(ctx) {
+		activity.GetLogger(ctx).Warn("publishing lead events failed; the sweeper will retry",
+			logging.KeyCount, len(ids), logging.KeyError, err)
+	}
 }

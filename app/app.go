@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -19,12 +20,14 @@ import (
 	"github.com/ctmflow/ctmflow/api"
 	"github.com/ctmflow/ctmflow/config"
 	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/egress"
 	"github.com/ctmflow/ctmflow/engine"
 	"github.com/ctmflow/ctmflow/inbox"
 	"github.com/ctmflow/ctmflow/logging"
 	"github.com/ctmflow/ctmflow/metrics"
 	"github.com/ctmflow/ctmflow/server"
 	"github.com/ctmflow/ctmflow/store"
+	"github.com/ctmflow/ctmflow/triggers"
 	"github.com/ctmflow/ctmflow/webhook"
 	"github.com/ctmflow/ctmflow/worker"
 )
@@ -148,6 +151,11 @@ func NewHandler(d Deps, relay *inbox.Relay) http.Handler {
 			g := a.Group(r)
 			a.Register(g)
 			a.RegisterInbox(g, relay)
+			a.RegisterTriggers(g, api.TriggerOptions{
+				Resender:        NewPublisher(d),
+				Guard:           egress.NewGuard(d.Config.OutboundAllowlist),
+				RotationOverlap: d.Config.TriggerRotationOverlap,
+			})
 			mountMetrics(r, d.Metrics)
 		},
 		Ready:      ready(d),
@@ -200,10 +208,17 @@ func inboxStats(st *store.Store) metrics.InboxStatsFunc {
 	}
 }
 
-// NewWorker builds the Temporal worker with its activities.
+// NewWorker builds the Temporal worker with its activities, and the
+// trigger sweeper that runs beside it: starting the worker starts the
+// sweeper, stopping it stops the sweeper first. The activities publish
+// their lead events in the background, so a call's steps never wait on
+// the triggers.
 func NewWorker(d Deps) sdkworker.Worker {
 	worker.SetCacheSize(d.Config.WorkerCacheSize)
-	return worker.New(worker.Options{
+	pub := NewPublisher(d)
+	background := triggers.NewBackground(pub, 64, 10*time.Second)
+	guard := egress.NewGuard(d.Config.OutboundAllowlist)
+	w := worker.New(worker.Options{
 		Client:      d.Temporal,
 		TaskQueue:   d.Config.TaskQueue,
 		StopTimeout: d.Config.ShutdownTimeout,
@@ -212,8 +227,87 @@ func NewWorker(d Deps) sdkworker.Worker {
 			PhoneRegion: d.Config.PhoneRegion,
 			Metrics:     d.Metrics,
 			CTM:         ctmAPI(d),
+			Events:      background,
+		},
+		Sender: &triggers.Sender{
+			Store:   d.Store,
+			Client:  egress.NewClient(guard, egress.Options{Timeout: d.Config.TriggerHTTPTimeout}),
+			Metrics: d.Metrics,
 		},
 	})
+	return &sweepingWorker{Worker: w, background: background, sweeper: &triggers.Sweeper{
+		Publisher: pub,
+		Interval:  d.Config.TriggerSweepInterval,
+		Logger:    d.Log.With(logging.KeyComponent, "trigger-sweeper"),
+	}}
+}
+
+// NewPublisher builds the triggers' publisher, which starts delivery
+// workflows with the process's Temporal client.
+func NewPublisher(d Deps) *triggers.Publisher {
+	return &triggers.Publisher{
+		Store: d.Store,
+		Starter: &engine.TriggerStarter{
+			Client:    d.Temporal,
+			TaskQueue: d.Config.TaskQueue,
+			Retry: triggers.Schedule{
+				Initial: d.Config.TriggerRetryInitial,
+				Max:     d.Config.TriggerRetryMax,
+				For:     d.Config.TriggerRetryFor,
+			},
+		},
+		Logger: d.Log.With(logging.KeyComponent, "triggers"),
+	}
+}
+
+// sweepingWorker is a Temporal worker with the trigger sweeper beside it.
+type sweepingWorker struct {
+	sdkworker.Worker
+	sweeper    *triggers.Sweeper
+	background *triggers.Background
+
+	mu   sync.Mutex
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func (w *sweepingWorker) Start() error {
+	if err := w.Worker.Start(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		w.sweeper.Run(ctx)
+	}()
+	return nil
+}
+
+func (w *sweepingWorker) Run(interruptCh <-chan any) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-interruptCh
+	w.Stop()
+	return nil
+}
+
+func (w *sweepingWorker) Stop() {
+	w.mu.Lock()
+	stop, done := w.stop, w.done
+	w.stop = nil
+	w.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	w.Worker.Stop()
+	// The activities have finished; let the publishes they started
+	// finish too, rather than leave them to the next sweep.
+	w.background.Wait()
 }
 
 // ErrStartingWorker wraps why ServeWorker could not start polling.

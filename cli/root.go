@@ -109,6 +109,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newProbeCmd(),
 		newReconcileCmd(),
 		newOpsCmd(),
+		newDeliveriesCmd(),
 	)
 	root.AddCommand(devCommands()...)
 	return root

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/nyaruka/phonenumbers"
 
 	"github.com/ctmflow/ctmflow/ctm"
+	"github.com/ctmflow/ctmflow/egress"
 	"github.com/ctmflow/ctmflow/models"
 )
 
@@ -96,6 +98,29 @@ type Config struct {
 	// ShutdownTimeout is how long a stopping process waits for work in
 	// flight. Default 20s.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+
+	// OutboundAllowlist lists networks (comma-separated CIDRs or
+	// addresses) that trigger destinations may reach although private:
+	// on-premise receivers, and tests. Default empty: every private,
+	// loopback, link-local and metadata address is refused.
+	OutboundAllowlist Allowlist `env:"OUTBOUND_ALLOWLIST"`
+	// TriggerRetryInitial is the wait after a delivery's first failed
+	// attempt; it doubles per attempt, with jitter. Default 30s.
+	TriggerRetryInitial time.Duration `env:"TRIGGER_RETRY_INITIAL" envDefault:"30s"`
+	// TriggerRetryMax caps the wait between two attempts. Default 1h.
+	TriggerRetryMax time.Duration `env:"TRIGGER_RETRY_MAX" envDefault:"1h"`
+	// TriggerRetryFor is how long a delivery is retried before it is
+	// given up as failed. Default 24h.
+	TriggerRetryFor time.Duration `env:"TRIGGER_RETRY_FOR" envDefault:"24h"`
+	// TriggerHTTPTimeout bounds one request to a destination. Default 10s.
+	TriggerHTTPTimeout time.Duration `env:"TRIGGER_HTTP_TIMEOUT" envDefault:"10s"`
+	// TriggerSweepInterval is how often the worker looks for lead events
+	// and deliveries that were committed but not handed on (a publish that
+	// failed, a process that died). Default 5s.
+	TriggerSweepInterval time.Duration `env:"TRIGGER_SWEEP_INTERVAL" envDefault:"5s"`
+	// TriggerRotationOverlap is how long a rotated-out signing secret
+	// keeps signing beside the new one. Default 24h.
+	TriggerRotationOverlap time.Duration `env:"TRIGGER_ROTATION_OVERLAP" envDefault:"24h"`
 
 	// LogFormat is json or text. Default json.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
@@ -213,6 +238,26 @@ func (c *Config) Validate(role Role) error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("SHUTDOWN_TIMEOUT", "must not be negative")
+	}
+	if c.TriggerRetryInitial < time.Millisecond {
+		bad("TRIGGER_RETRY_INITIAL", "must be at least 1ms, got %s", c.TriggerRetryInitial)
+	}
+	if c.TriggerRetryMax < c.TriggerRetryInitial {
+		bad("TRIGGER_RETRY_MAX", "must be at least TRIGGER_RETRY_INITIAL (%s), got %s",
+			c.TriggerRetryInitial, c.TriggerRetryMax)
+	}
+	if c.TriggerRetryFor < c.TriggerRetryInitial {
+		bad("TRIGGER_RETRY_FOR", "must be at least TRIGGER_RETRY_INITIAL (%s), got %s",
+			c.TriggerRetryInitial, c.TriggerRetryFor)
+	}
+	if c.TriggerHTTPTimeout < 100*time.Millisecond || c.TriggerHTTPTimeout > 5*time.Minute {
+		bad("TRIGGER_HTTP_TIMEOUT", "must be between 100ms and 5m, got %s", c.TriggerHTTPTimeout)
+	}
+	if c.TriggerSweepInterval < 10*time.Millisecond {
+		bad("TRIGGER_SWEEP_INTERVAL", "must be at least 10ms, got %s", c.TriggerSweepInterval)
+	}
+	if c.TriggerRotationOverlap < 0 {
+		bad("TRIGGER_ROTATION_OVERLAP", "must not be negative")
 	}
 	if f := strings.ToLower(c.LogFormat); f != "json" && f != "text" {
 		bad("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)
@@ -344,6 +389,29 @@ func (f *FieldList) UnmarshalText(text []byte) error {
 		}
 	}
 	*f = out
+	return nil
+}
+
+// Allowlist is a list of networks, read from comma-separated CIDRs or
+// addresses.
+type Allowlist []netip.Prefix
+
+// String lists the networks as OUTBOUND_ALLOWLIST takes them.
+func (a Allowlist) String() string {
+	items := make([]string, len(a))
+	for i, p := range a {
+		items[i] = p.String()
+	}
+	return strings.Join(items, ",")
+}
+
+// UnmarshalText reads "10.1.0.0/16,127.0.0.1".
+func (a *Allowlist) UnmarshalText(text []byte) error {
+	prefixes, err := egress.ParseAllowlist(string(text))
+	if err != nil {
+		return err
+	}
+	*a = prefixes
 	return nil
 }
 

@@ -35,6 +35,11 @@ const (
 	KeyCount      = "count"
 	KeyAddr       = "addr"
 	KeyComponent  = "component"
+
+	// Trigger ids: a rule, a lead event, a delivery of one to the other.
+	KeyRuleID            = "rule_id"
+	KeyEventID           = "event_id"
+	KeyTriggerDeliveryID = "trigger_delivery_id"
 )
 
 // numericKeys may carry long numbers that are not phone numbers.

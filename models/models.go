@@ -170,7 +170,13 @@ type LeadEvent struct {
 	DedupeKey  string         `gorm:"size:120;not null;uniqueIndex"`
 	OccurredAt time.Time      `gorm:"not null"`
 	Data       map[string]any `gorm:"serializer:json;type:text"`
-	CreatedAt  time.Time      `gorm:"not null"`
+	// CreatedAt is when ctmflow recorded the event; OccurredAt is when it
+	// happened, by CTM's clock.
+	CreatedAt time.Time `gorm:"not null"`
+	// PublishedAt is when the triggers took the event in: its deliveries
+	// exist. Nil means a sweeper still has to publish it; the partial
+	// index keeps that query cheap however long the timeline grows.
+	PublishedAt *time.Time `gorm:"index:ix_lead_events_unpublished,where:published_at IS NULL"`
 }
 
 // Lead event types.
@@ -233,5 +239,8 @@ const (
 
 // All lists every model, in an order that migrations can follow.
 func All() []any {
-	return []any{&Lead{}, &Call{}, &Message{}, &LeadEvent{}, &Delivery{}}
+	return []any{
+		&Lead{}, &Call{}, &Message{}, &LeadEvent{}, &Delivery{},
+		&TriggerRule{}, &TriggerDelivery{}, &TriggerThrottle{},
+	}
 }

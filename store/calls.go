@@ -149,6 +149,7 @@ func (s *Store) createCall(tx *gorm.DB, d CallDelivery, now time.Time, rec *Call
 			Type:       models.EventLeadCreated,
 			DedupeKey:  fmt.Sprintf("%s:%d", models.EventLeadCreated, lead.ID),
 			OccurredAt: occurred,
+			CreatedAt:  now,
 			Data:       map[string]any{"via": "call", "ctm_call_id": call.CTMCallID},
 		})
 		if err != nil {
@@ -161,6 +162,7 @@ func (s *Store) createCall(tx *gorm.DB, d CallDelivery, now time.Time, rec *Call
 		Type:       models.EventCallStarted,
 		DedupeKey:  fmt.Sprintf("%s:%d", models.EventCallStarted, call.ID),
 		OccurredAt: occurred,
+		CreatedAt:  now,
 		Data:       map[string]any{"ctm_call_id": call.CTMCallID},
 	})
 	if err != nil {

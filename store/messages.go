@@ -78,6 +78,7 @@ func (s *Store) RecordMessage(ctx context.Context, d MessageDelivery) (MessageRe
 				Type:       models.EventLeadCreated,
 				DedupeKey:  fmt.Sprintf("%s:%d", models.EventLeadCreated, lead.ID),
 				OccurredAt: sent,
+				CreatedAt:  now,
 				Data:       map[string]any{"via": "text_message", "ctm_message_id": m.ID},
 			})
 			if err != nil {
@@ -94,6 +95,7 @@ func (s *Store) RecordMessage(ctx context.Context, d MessageDelivery) (MessageRe
 			Type:       typ,
 			DedupeKey:  fmt.Sprintf("%s:%d", typ, msg.ID),
 			OccurredAt: sent,
+			CreatedAt:  now,
 			Data:       map[string]any{"ctm_message_id": m.ID, "direction": m.Direction},
 		})
 		if err != nil {

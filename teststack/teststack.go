@@ -109,7 +109,8 @@ type Options struct {
 	// keeps the workflow ids of stacks sharing a server apart.
 	AccountID int64
 	// Env adds to, or overrides, the process's environment: CTM_API_URL
-	// and CTM_API_KEYS of a ctmtest stand-in, say.
+	// and CTM_API_KEYS of a ctmtest stand-in, OUTBOUND_ALLOWLIST and
+	// compressed TRIGGER_RETRY_* schedules, say.
 	Env map[string]string
 }
 
@@ -313,6 +314,38 @@ func (s *Stack) Patch(t testing.TB, path string, body any) (int, map[string]any)
 	req.Header.Set("Authorization", "Bearer "+s.Token)
 	req.Header.Set("Content-Type", "application/json")
 	return s.do(t, req)
+}
+
+// Call sends in as JSON (nil: no body) to the API with the stack's token
+// and decodes the JSON answer into out (nil: dropped), returning the
+// status.
+func (s *Stack) Call(t testing.TB, method, path string, in, out any) int {
+	t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.BaseURL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("decoding %s %s: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
 }
 
 func (s *Stack) do(t testing.TB, req *http.Request) (int, map[string]any) {

@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/ctmflow/ctmflow/activities"
+	"github.com/ctmflow/ctmflow/triggers"
 	"github.com/ctmflow/ctmflow/workflows"
 )
 
@@ -21,6 +22,8 @@ type Options struct {
 	Client     sdkclient.Client
 	TaskQueue  string
 	Activities *activities.Activities
+	// Sender, when set, runs the trigger delivery activities.
+	Sender *triggers.Sender
 	// MaxConcurrentActivities caps activities running at once. Default
 	// 200.
 	MaxConcurrentActivities int
@@ -55,6 +58,9 @@ func New(opts Options) sdkworker.Worker {
 	})
 	RegisterWorkflows(w)
 	w.RegisterActivity(opts.Activities)
+	if opts.Sender != nil {
+		w.RegisterActivity(opts.Sender)
+	}
 	return w
 }
 
@@ -63,6 +69,7 @@ func New(opts Options) sdkworker.Worker {
 func RegisterWorkflows(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.CallWorkflow, workflow.RegisterOptions{Name: "CallWorkflow"})
 	r.RegisterWorkflowWithOptions(workflows.MessageWorkflow, workflow.RegisterOptions{Name: "MessageWorkflow"})
+	r.RegisterWorkflowWithOptions(workflows.TriggerWorkflow, workflow.RegisterOptions{Name: "TriggerWorkflow"})
 }
 
 // SetCacheSize bounds how many workflows a worker process keeps in memory
