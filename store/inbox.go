@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -164,7 +165,8 @@ func (s *Store) MarkDispatched(ctx context.Context, id int64, owner string) erro
 // reason must not hold PHI; it is shown to ops.
 func (s *Store) RetryLater(ctx context.Context, id int64, owner, reason string, at time.Time) error {
 	if len(reason) > 500 {
-		reason = reason[:500]
+		// Cut on a character boundary: Postgres refuses invalid UTF-8.
+		reason = strings.ToValidUTF8(reason[:500], "")
 	}
 	err := s.db.WithContext(ctx).Model(&models.Delivery{}).
 		Where("id = ? AND lease_owner = ?", id, owner).

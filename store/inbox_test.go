@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,24 @@ func TestSaveFetched(t *testing.T) {
 				require.NoError(t, err)
 				assert.JSONEq(t, `{"id":42}`, string(stored.Body))
 			})
+		})
+	}
+}
+
+func TestRetryLaterCutsReasonsOnACharacter(t *testing.T) {
+	for _, db := range testenv.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			st := testenv.Store(t, db.URL)
+			ctx := context.Background()
+			d := &models.Delivery{AccountID: 1, Kind: models.KindCallStart, BodySHA256: "cut", CTMID: 1, Body: []byte(`{"id":1}`)}
+			_, err := st.SaveDelivery(ctx, d, "relay-a", time.Minute)
+			require.NoError(t, err)
+
+			reason := strings.Repeat("a", 499) + "é and more"
+			require.NoError(t, st.RetryLater(ctx, d.ID, "relay-a", reason, time.Now()))
+			got, err := st.GetDelivery(ctx, d.ID)
+			require.NoError(t, err)
+			assert.Equal(t, strings.Repeat("a", 499), got.LastError)
 		})
 	}
 }

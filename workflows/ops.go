@@ -210,7 +210,7 @@ func failureMessage(err error) string {
 		msg = app.Message()
 	}
 	if len(msg) > 300 {
-		msg = msg[:300] + "…"
+		msg = strings.ToValidUTF8(msg[:300], "") + "…"
 	}
 	return msg
 }
