@@ -180,7 +180,11 @@ func (a *Activities) RecordMessage(ctx context.Context, in DeliveryInput) (Recor
 	}, nil
 }
 
-func (a *Activities) step(ctx context.Context, in DeliveryInput, apply func(context.Context, store.CallDelivery) (store.StepResult, error)) error {
+func (a *Activities) step(
+	ctx context.Context,
+	in DeliveryInput,
+	apply func(context.Context, store.CallDelivery) (store.StepResult, error),
+) error {
 	defer keepAlive(ctx)()
 	d, err := a.load(ctx, in)
 	if err != nil {

@@ -82,7 +82,9 @@ func NewCTMClient(cfg *config.Config, log *slog.Logger) (*ctm.Client, error) {
 // DialTemporal connects to the configured Temporal, reporting the SDK's
 // metrics to m when it is not nil. lazy lets a process start while
 // Temporal is down.
-func DialTemporal(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, lazy bool) (client.Client, error) {
+func DialTemporal(
+	ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, lazy bool,
+) (client.Client, error) {
 	return engine.Dial(ctx, engine.Options{
 		HostPort:       cfg.TemporalAddress,
 		Namespace:      cfg.TemporalNamespace,

@@ -145,7 +145,9 @@ func (f *Floor) FirstActivity(ctx context.Context, rate float64, d time.Duration
 // Lifecycles runs bare lifecycles back to back from concurrency clients
 // for d, and returns how many completed: the engine's ceiling for
 // ctmflow's lifecycles per second.
-func (f *Floor) Lifecycles(ctx context.Context, concurrency int, d time.Duration) (completed, errs int64, elapsed time.Duration) {
+func (f *Floor) Lifecycles(
+	ctx context.Context, concurrency int, d time.Duration,
+) (completed, errs int64, elapsed time.Duration) {
 	var done, failed, next atomic.Int64
 	var wg sync.WaitGroup
 	begin := time.Now()

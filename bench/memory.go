@@ -17,7 +17,10 @@ import (
 // Park posts about n call starts at rate per second and returns how many
 // it sent, once Temporal counts that many more of the account's calls
 // running and waiting for their end.
-func Park(ctx context.Context, t *Target, c client.Client, n int, rate float64, firstCallID int64, progress io.Writer) (int64, error) {
+func Park(
+	ctx context.Context, t *Target, c client.Client,
+	n int, rate float64, firstCallID int64, progress io.Writer,
+) (int64, error) {
 	query := fmt.Sprintf("CtmAccountId = %d AND CtmCallStage = 'started' AND ExecutionStatus = 'Running'", t.AccountID)
 	count := func() (int64, error) {
 		resp, err := c.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: query})

@@ -99,7 +99,10 @@ func (t *Target) call(ctx context.Context, phone string, ctmID int64) (*api.Call
 // saw it. Polls start every `every` and back off by half each time, up to
 // 50 ms: fine resolution while the answer is near, and no storm of polls
 // when the system under test falls behind, which would slow it further.
-func (t *Target) waitCall(ctx context.Context, phone string, ctmID int64, every time.Duration, cond func(*api.Call) bool) (time.Time, error) {
+func (t *Target) waitCall(
+	ctx context.Context, phone string, ctmID int64,
+	every time.Duration, cond func(*api.Call) bool,
+) (time.Time, error) {
 	for {
 		c, err := t.call(ctx, phone, ctmID)
 		if err != nil {

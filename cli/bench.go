@@ -85,14 +85,16 @@ resident memory.`,
 	fl.DurationVar(&f.endAfter, "end-after", time.Second, "how long a call rings after its lead is visible")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
 	fl.IntVar(&f.shards, "shards", 4, "history shards of the embedded server")
-	fl.StringVar(&f.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "CRM database of the embedded stack (default: temporary SQLite)")
+	fl.StringVar(&f.databaseURL, "database-url", os.Getenv("DATABASE_URL"),
+		"CRM database of the embedded stack (default: temporary SQLite)")
 	fl.StringVar(&f.url, "url", "", "base URL of a running ctmflow (default: embedded)")
 	fl.StringVar(&f.token, "token", "", "API token of the running ctmflow")
 	fl.Int64Var(&f.account, "account", 0, "CTM account whose secret is --secret")
 	fl.StringVar(&f.secret, "secret", "", "webhook secret of --account")
 	fl.StringVar(&f.temporal, "temporal", "127.0.0.1:7233", "Temporal frontend of the running ctmflow")
 	fl.IntVar(&f.waiting, "waiting", 10000, "calls left waiting for their end in the memory scenario")
-	fl.IntSliceVar(&f.cacheSizes, "cache-sizes", []int{10000, 1000}, "WORKER_CACHE_SIZE values the memory scenario compares")
+	fl.IntSliceVar(&f.cacheSizes, "cache-sizes", []int{10000, 1000},
+		"WORKER_CACHE_SIZE values the memory scenario compares")
 	fl.StringVar(&f.workerBin, "worker-bin", "", "ctmflow binary the memory scenario runs as worker "+
 		"(default: this one; a -tags nodev build is what production runs)")
 	return cmd
@@ -269,7 +271,8 @@ func printBench(w io.Writer, f benchFlags, r benchReport) {
 			r.Events.Min, r.Events.Median, r.Events.Max, r.Events.N)
 	}
 	if s := r.Saturation; s != nil {
-		fmt.Fprintf(w, "saturation, %d clients: bare %.1f lifecycles/s, ctmflow %.1f lifecycles/s (%.2f× bare), errors %d+%d\n",
+		fmt.Fprintf(w, "saturation, %d clients: bare %.1f lifecycles/s, "+
+			"ctmflow %.1f lifecycles/s (%.2f× bare), errors %d+%d\n",
 			f.concurrency, s.BarePerSec, s.OursPerSec, s.RatioToBare, s.BareErrors, s.Ours.Errors)
 		fmt.Fprintf(w, "  ctmflow call-start ack → lead  %s\n", s.Ours.StartToLead)
 	}
@@ -289,7 +292,10 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // measureWorker runs a real `ctmflow worker` with the given cache size,
 // parks f.waiting calls on it and reads its resident memory.
-func measureWorker(ctx context.Context, env *benchEnv, f benchFlags, cacheSize int, firstCallID int64, stderr io.Writer) (memoryReport, error) {
+func measureWorker(
+	ctx context.Context, env *benchEnv, f benchFlags,
+	cacheSize int, firstCallID int64, stderr io.Writer,
+) (memoryReport, error) {
 	bin := f.workerBin
 	if bin == "" {
 		self, err := os.Executable()

@@ -83,7 +83,8 @@ Reuse --call-id to send later stages of the same call.`,
 	fl.StringVar(&f.url, "url", "http://127.0.0.1:8080", "base URL of the ctmflow server")
 	fl.StringVar(&f.dataDir, "data-dir", ".ctmflow", "dev data directory holding the generated credentials")
 	fl.Int64Var(&f.account, "account", 0, "CTM account id (default: the dev account)")
-	fl.StringVar(&f.secret, "secret", "", "webhook secret of the account (default: the dev secret, or CTM_WEBHOOK_SECRETS)")
+	fl.StringVar(&f.secret, "secret", "",
+		"webhook secret of the account (default: the dev secret, or CTM_WEBHOOK_SECRETS)")
 	fl.Int64Var(&f.callID, "call-id", 0, "CTM call id (default: a new one)")
 	fl.StringVar(&f.phone, "phone", "", "caller number in E.164 (default: a fictional 555 number)")
 	fl.StringVar(&f.name, "name", "", "caller name (default: a fictional one)")
@@ -204,7 +205,10 @@ func sendCredentials(f sendFlags) (int64, string, error) {
 	return c.AccountID, c.WebhookSecret, nil
 }
 
-func postSigned(ctx context.Context, client *http.Client, base, path string, account int64, secret string, body []byte, out io.Writer) error {
+func postSigned(
+	ctx context.Context, client *http.Client, base, path string,
+	account int64, secret string, body []byte, out io.Writer,
+) error {
 	endpoint := strings.TrimRight(base, "/") + "/webhooks/ctm/" + path
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
@@ -237,7 +241,8 @@ func postSigned(ctx context.Context, client *http.Client, base, path string, acc
 		} `json:"error"`
 	}
 	if json.Unmarshal(reply, &bad) == nil && bad.Error.Code != "" {
-		return withCode(ExitRejected, fmt.Errorf("%s refused: %d %s: %s", path, resp.StatusCode, bad.Error.Code, bad.Error.Message))
+		return withCode(ExitRejected, fmt.Errorf("%s refused: %d %s: %s",
+			path, resp.StatusCode, bad.Error.Code, bad.Error.Message))
 	}
 	return withCode(ExitRejected, errors.New(path+" refused: "+resp.Status))
 }

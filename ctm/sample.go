@@ -83,9 +83,11 @@ func (s Sample) EndBody() []byte {
 	b["ring_time"] = 15
 	b["hold_time"] = 0
 	b["agent"] = map[string]any{"id": "U-1001", "name": "Dana Whitfield", "email": "dana@example.org"}
-	b["audio"] = fmt.Sprintf("https://api.calltrackingmetrics.com/api/v1/accounts/%d/calls/%d/recording", s.AccountID, s.CallID)
+	b["audio"] = fmt.Sprintf("https://api.calltrackingmetrics.com/api/v1/accounts/%d/calls/%d/recording",
+		s.AccountID, s.CallID)
 	b["transcription_text"] = SampleTranscript
-	b["summary"] = "Caller asked about inpatient treatment for a sibling with employer insurance; agent started a benefits check."
+	b["summary"] = "Caller asked about inpatient treatment for a sibling with employer insurance; " +
+		"agent started a benefits check."
 	b["tag_list"] = []string{"insurance", "inpatient"}
 	b["notes"] = ""
 	return mustJSON(b)

@@ -25,6 +25,11 @@ func TestVerify(t *testing.T) {
 	v := NewVerifier(map[int64]string{7: "seven", 8: "eight", 9: "eight"}, 0)
 	v.now = func() time.Time { return now }
 
+	// at renders now+d as X-CTM-Time.
+	at := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	rfc := now.UTC().Format(time.RFC3339)
+	other := []byte(`{"id": 13, "account_id": 7}`)
+
 	cases := []struct {
 		name    string
 		ts, sig string
@@ -34,22 +39,33 @@ func TestVerify(t *testing.T) {
 		wantErr error
 	}{
 		{name: "good signature", ts: ts, sig: Sign("seven", ts, body), body: body, want: []int64{7}},
-		{name: "good signature with the account named", ts: ts, sig: Sign("seven", ts, body), body: body, hint: 7, want: []int64{7}},
-		{name: "a shared secret names every account that has it", ts: ts, sig: Sign("eight", ts, body), body: body, want: []int64{8, 9}},
-		{name: "millisecond timestamps", ts: ts + "000", sig: Sign("seven", ts+"000", body), body: body, want: []int64{7}},
-		{name: "RFC 3339 timestamps", ts: now.UTC().Format(time.RFC3339), sig: Sign("seven", now.UTC().Format(time.RFC3339), body), body: body, want: []int64{7}},
+		{name: "good signature with the account named",
+			ts: ts, sig: Sign("seven", ts, body), body: body, hint: 7, want: []int64{7}},
+		{name: "a shared secret names every account that has it",
+			ts: ts, sig: Sign("eight", ts, body), body: body, want: []int64{8, 9}},
+		{name: "millisecond timestamps",
+			ts: ts + "000", sig: Sign("seven", ts+"000", body), body: body, want: []int64{7}},
+		{name: "RFC 3339 timestamps", ts: rfc, sig: Sign("seven", rfc, body), body: body, want: []int64{7}},
 		{name: "wrong secret", ts: ts, sig: Sign("nope", ts, body), body: body, wantErr: ErrSignatureInvalid},
-		{name: "named account's secret differs", ts: ts, sig: Sign("seven", ts, body), body: body, hint: 8, wantErr: ErrSignatureInvalid},
-		{name: "unknown named account", ts: ts, sig: Sign("seven", ts, body), body: body, hint: 99, wantErr: ErrUnknownAccount},
-		{name: "body changed after signing", ts: ts, sig: Sign("seven", ts, body), body: []byte(`{"id": 13, "account_id": 7}`), wantErr: ErrSignatureInvalid},
-		{name: "timestamp changed after signing", ts: strconv.FormatInt(now.Unix()-1, 10), sig: Sign("seven", ts, body), body: body, wantErr: ErrSignatureInvalid},
+		{name: "named account's secret differs",
+			ts: ts, sig: Sign("seven", ts, body), body: body, hint: 8, wantErr: ErrSignatureInvalid},
+		{name: "unknown named account",
+			ts: ts, sig: Sign("seven", ts, body), body: body, hint: 99, wantErr: ErrUnknownAccount},
+		{name: "body changed after signing",
+			ts: ts, sig: Sign("seven", ts, body), body: other, wantErr: ErrSignatureInvalid},
+		{name: "timestamp changed after signing",
+			ts: at(-time.Second), sig: Sign("seven", ts, body), body: body, wantErr: ErrSignatureInvalid},
 		{name: "signature not base64", ts: ts, sig: "***", body: body, wantErr: ErrSignatureInvalid},
 		{name: "no signature", ts: ts, body: body, wantErr: ErrSignatureMissing},
 		{name: "no timestamp", sig: Sign("seven", ts, body), body: body, wantErr: ErrSignatureMissing},
-		{name: "timestamp not a time", ts: "yesterday", sig: Sign("seven", "yesterday", body), body: body, wantErr: ErrTimestampInvalid},
-		{name: "six minutes old", ts: strconv.FormatInt(now.Add(-6*time.Minute).Unix(), 10), sig: Sign("seven", strconv.FormatInt(now.Add(-6*time.Minute).Unix(), 10), body), body: body, wantErr: ErrTimestampSkew},
-		{name: "six minutes ahead", ts: strconv.FormatInt(now.Add(6*time.Minute).Unix(), 10), sig: Sign("seven", strconv.FormatInt(now.Add(6*time.Minute).Unix(), 10), body), body: body, wantErr: ErrTimestampSkew},
-		{name: "four minutes old is fine", ts: strconv.FormatInt(now.Add(-4*time.Minute).Unix(), 10), sig: Sign("seven", strconv.FormatInt(now.Add(-4*time.Minute).Unix(), 10), body), body: body, want: []int64{7}},
+		{name: "timestamp not a time",
+			ts: "yesterday", sig: Sign("seven", "yesterday", body), body: body, wantErr: ErrTimestampInvalid},
+		{name: "six minutes old",
+			ts: at(-6 * time.Minute), sig: Sign("seven", at(-6*time.Minute), body), body: body, wantErr: ErrTimestampSkew},
+		{name: "six minutes ahead",
+			ts: at(6 * time.Minute), sig: Sign("seven", at(6*time.Minute), body), body: body, wantErr: ErrTimestampSkew},
+		{name: "four minutes old is fine",
+			ts: at(-4 * time.Minute), sig: Sign("seven", at(-4*time.Minute), body), body: body, want: []int64{7}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,7 +41,10 @@ func callOf(lead api.Lead, ctmID int64) *api.Call {
 }
 
 // waitCall polls the API until the call exists and cond holds.
-func waitCall(t *testing.T, s *teststack.Stack, phone string, ctmID int64, what string, cond func(*api.Call) bool) (api.Lead, *api.Call) {
+func waitCall(
+	t *testing.T, s *teststack.Stack, phone string, ctmID int64,
+	what string, cond func(*api.Call) bool,
+) (api.Lead, *api.Call) {
 	t.Helper()
 	var lead api.Lead
 	var call *api.Call

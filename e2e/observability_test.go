@@ -136,20 +136,23 @@ func TestLifecycleMetrics(t *testing.T) {
 		return m.GetHistogram().GetSampleCount()
 	}
 
+	type labels = map[string]string
 	t.Run("deliveries by stage and result", func(t *testing.T) {
-		assert.Equal(t, 1.0, counter("ctmflow_webhook_deliveries_total", map[string]string{"kind": "call-start", "result": "accepted"}))
-		assert.Equal(t, 1.0, counter("ctmflow_webhook_deliveries_total", map[string]string{"kind": "call-start", "result": "duplicate"}))
-		assert.Equal(t, 1.0, counter("ctmflow_webhook_deliveries_total", map[string]string{"kind": "call-start", "result": "signature_invalid"}))
-		assert.Equal(t, 1.0, counter("ctmflow_webhook_deliveries_total", map[string]string{"kind": "call-end", "result": "accepted"}))
-		assert.Equal(t, 1.0, counter("ctmflow_webhook_deliveries_total", map[string]string{"kind": "text-message", "result": "accepted"}))
+		const name = "ctmflow_webhook_deliveries_total"
+		assert.Equal(t, 1.0, counter(name, labels{"kind": "call-start", "result": "accepted"}))
+		assert.Equal(t, 1.0, counter(name, labels{"kind": "call-start", "result": "duplicate"}))
+		assert.Equal(t, 1.0, counter(name, labels{"kind": "call-start", "result": "signature_invalid"}))
+		assert.Equal(t, 1.0, counter(name, labels{"kind": "call-end", "result": "accepted"}))
+		assert.Equal(t, 1.0, counter(name, labels{"kind": "text-message", "result": "accepted"}))
 	})
 	t.Run("ack latency", func(t *testing.T) {
-		assert.Equal(t, uint64(3), histogramCount("ctmflow_webhook_ack_seconds", map[string]string{"kind": "call-start"}))
+		assert.Equal(t, uint64(3), histogramCount("ctmflow_webhook_ack_seconds", labels{"kind": "call-start"}))
 	})
 	t.Run("http errors by code", func(t *testing.T) {
-		assert.Equal(t, 1.0, counter("ctmflow_http_errors_total", map[string]string{"code": "signature_invalid", "status": "401"}))
-		assert.Equal(t, 1.0, counter("ctmflow_http_errors_total", map[string]string{"code": "invalid_json", "status": "400"}))
-		assert.Equal(t, 1.0, counter("ctmflow_http_errors_total", map[string]string{"status": "404"}))
+		const name = "ctmflow_http_errors_total"
+		assert.Equal(t, 1.0, counter(name, labels{"code": "signature_invalid", "status": "401"}))
+		assert.Equal(t, 1.0, counter(name, labels{"code": "invalid_json", "status": "400"}))
+		assert.Equal(t, 1.0, counter(name, labels{"status": "404"}))
 	})
 	t.Run("call start to lead", func(t *testing.T) {
 		// The start, end and update were posted back to back, so any of
@@ -163,11 +166,15 @@ func TestLifecycleMetrics(t *testing.T) {
 	t.Run("inbox backlog", func(t *testing.T) {
 		require.Contains(t, fams, "ctmflow_inbox_pending")
 		require.Contains(t, fams, "ctmflow_inbox_oldest_pending_age_seconds")
-		assert.Equal(t, 0.0, fams["ctmflow_inbox_pending"].GetMetric()[0].GetGauge().GetValue(), "all dispatched")
+		pending := fams["ctmflow_inbox_pending"].GetMetric()[0].GetGauge().GetValue()
+		assert.Equal(t, 0.0, pending, "all dispatched")
 	})
 	t.Run("temporal sdk", func(t *testing.T) {
-		assert.Positive(t, counter("temporal_request_total", map[string]string{"operation": "SignalWithStartWorkflowExecution"}))
-		assert.Positive(t, histogramCount("temporal_activity_execution_latency_seconds", map[string]string{"activity_type": "AttachTranscript"}))
-		assert.Positive(t, counter("temporal_workflow_completed_total", map[string]string{"workflow_type": "MessageWorkflow"}))
+		assert.Positive(t, counter("temporal_request_total",
+			labels{"operation": "SignalWithStartWorkflowExecution"}))
+		assert.Positive(t, histogramCount("temporal_activity_execution_latency_seconds",
+			labels{"activity_type": "AttachTranscript"}))
+		assert.Positive(t, counter("temporal_workflow_completed_total",
+			labels{"workflow_type": "MessageWorkflow"}))
 	})
 }

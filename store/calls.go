@@ -359,7 +359,10 @@ func firstNonEmpty(values ...string) string {
 
 // appendCallEvent records a call's event once; keySuffix tells apart
 // events of one type that may legitimately repeat (a new star rating).
-func appendCallEvent(tx *gorm.DB, ids *[]int64, call *models.Call, typ, keySuffix string, now time.Time, data map[string]any) error {
+func appendCallEvent(
+	tx *gorm.DB, ids *[]int64, call *models.Call,
+	typ, keySuffix string, now time.Time, data map[string]any,
+) error {
 	key := fmt.Sprintf("%s:%d", typ, call.ID)
 	if keySuffix != "" {
 		key += ":" + keySuffix

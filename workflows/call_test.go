@@ -62,22 +62,25 @@ func newCallEnv(t *testing.T) *callEnv {
 		"AttachRecording":  acts.AttachRecording,
 		"AttachTranscript": acts.AttachTranscript,
 	} {
-		e.OnActivity(fn, mock.Anything, mock.Anything).Return(func(_ context.Context, _ activities.DeliveryInput) error {
+		count := func(context.Context, activities.DeliveryInput) error {
 			e.calls[name]++
 			return nil
-		})
+		}
+		e.OnActivity(fn, mock.Anything, mock.Anything).Return(count)
 	}
-	e.OnActivity(acts.RecordOutcome, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.OutcomeInput) error {
+	outcome := func(_ context.Context, in activities.OutcomeInput) error {
 		e.calls["RecordOutcome"]++
 		if in.Ends {
 			e.calls["RecordOutcome(ends)"]++
 		}
 		return nil
-	})
-	e.OnActivity(acts.MarkEndMissing, mock.Anything, mock.Anything).Return(func(_ context.Context, _ activities.CallRef) error {
+	}
+	e.OnActivity(acts.RecordOutcome, mock.Anything, mock.Anything).Return(outcome)
+	markMissing := func(context.Context, activities.CallRef) error {
 		e.calls["MarkEndMissing"]++
 		return nil
-	})
+	}
+	e.OnActivity(acts.MarkEndMissing, mock.Anything, mock.Anything).Return(markMissing)
 	e.OnActivity(acts.FetchCall, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, _ activities.CallRef) (activities.FetchCallResult, error) {
 			e.calls["FetchCall"]++
@@ -120,6 +123,15 @@ var (
 	}
 )
 
+// fullEnd is what an end with recording and transcript runs, after n
+// RecordCalls.
+func fullEnd(records int) map[string]int {
+	return map[string]int{
+		"RecordCall": records, "AttachRecording": 1, "AttachTranscript": 1,
+		"RecordOutcome": 1, "RecordOutcome(ends)": 1,
+	}
+}
+
 func startDelivery(id int64) Delivery { return Delivery{ID: id, Kind: models.KindCallStart} }
 func endDelivery(id int64) Delivery   { return Delivery{ID: id, Kind: models.KindCallEnd} }
 
@@ -138,14 +150,14 @@ func TestCallWorkflowOrderings(t *testing.T) {
 			first:     startDelivery(1),
 			later:     []Delivery{endDelivery(2)},
 			records:   map[int64]activities.RecordCallResult{1: started, 2: ended},
-			wantCalls: map[string]int{"RecordCall": 2, "AttachRecording": 1, "AttachTranscript": 1, "RecordOutcome": 1, "RecordOutcome(ends)": 1},
+			wantCalls: fullEnd(2),
 			wantStage: models.StageEnded,
 		},
 		{
 			name:      "end before start: no wait",
 			first:     endDelivery(2),
 			records:   map[int64]activities.RecordCallResult{2: ended},
-			wantCalls: map[string]int{"RecordCall": 1, "AttachRecording": 1, "AttachTranscript": 1, "RecordOutcome": 1, "RecordOutcome(ends)": 1},
+			wantCalls: fullEnd(1),
 			wantStage: models.StageEnded,
 		},
 		{
@@ -153,7 +165,7 @@ func TestCallWorkflowOrderings(t *testing.T) {
 			first:     startDelivery(1),
 			later:     []Delivery{startDelivery(1), startDelivery(1), endDelivery(2)},
 			records:   map[int64]activities.RecordCallResult{1: started, 2: ended},
-			wantCalls: map[string]int{"RecordCall": 4, "AttachRecording": 1, "AttachTranscript": 1, "RecordOutcome": 1, "RecordOutcome(ends)": 1},
+			wantCalls: fullEnd(4),
 			wantStage: models.StageEnded,
 		},
 		{
