@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -156,7 +157,9 @@ func Parse(body []byte) (*Call, error) {
 	if err := dec.Decode(&raw); err != nil || raw == nil {
 		return nil, ErrNotJSONObject
 	}
-	if dec.More() {
+	// Anything after the object makes the body something else: a second
+	// document, or a stray '}' or ']' that Decoder.More would not report.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, ErrNotJSONObject
 	}
 

@@ -117,6 +117,8 @@ func TestParseRejects(t *testing.T) {
 		"empty body":              {body: ``, want: ErrNotJSONObject},
 		"whitespace-only body":    {body: "  \n", want: ErrNotJSONObject},
 		"trailing garbage":        {body: `{"id": 1}x`, want: ErrNotJSONObject},
+		"a stray closing brace":   {body: `{"id": 1}}`, want: ErrNotJSONObject},
+		"a stray closing bracket": {body: "{\"id\": 1}\n]", want: ErrNotJSONObject},
 		"object inside an object": {body: `{"call": {"id": 1}}`, want: ErrNoID},
 	}
 	for name, tc := range cases {
