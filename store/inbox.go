@@ -215,22 +215,39 @@ type InboxStats struct {
 
 // InboxStats counts pending deliveries and finds the oldest.
 func (s *Store) InboxStats(ctx context.Context) (InboxStats, error) {
-	var row struct {
-		Pending int64
-		Oldest  *time.Time
-	}
-	err := s.db.WithContext(ctx).Model(&models.Delivery{}).
-		Select("COUNT(*) AS pending, MIN(received_at) AS oldest").
+	db := s.db.WithContext(ctx)
+	var st InboxStats
+	err := db.Model(&models.Delivery{}).
 		Where("status = ?", models.DeliveryPending).
-		Scan(&row).Error
+		Count(&st.Pending).Error
 	if err != nil {
-		return InboxStats{}, fmt.Errorf("counting pending deliveries: %w", mapErr(err))
+		return InboxStats{}, wrapStats(err)
 	}
-	st := InboxStats{Pending: row.Pending}
-	if row.Oldest != nil {
-		st.OldestPending = row.Oldest.UTC()
+	if st.Pending == 0 {
+		return st, nil
 	}
+
+	// The oldest row is read whole rather than as MIN(received_at):
+	// SQLite returns an aggregate as bare text, which no longer scans
+	// into a time.
+	var oldest models.Delivery
+	err = db.Select("received_at").
+		Where("status = ?", models.DeliveryPending).
+		Order("received_at").
+		Take(&oldest).Error
+	if errors.Is(mapErr(err), ErrNotFound) {
+		// Dispatched between the two reads.
+		return st, nil
+	}
+	if err != nil {
+		return InboxStats{}, wrapStats(err)
+	}
+	st.OldestPending = oldest.ReceivedAt.UTC()
 	return st, nil
+}
+
+func wrapStats(err error) error {
+	return fmt.Errorf("counting pending deliveries: %w", mapErr(err))
 }
 
 // DeliveryFilter narrows ListDeliveries.
