@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctmflow/ctmflow/logging"
 	"github.com/ctmflow/ctmflow/models"
 	"github.com/ctmflow/ctmflow/store"
 )
@@ -38,9 +39,14 @@ type Options struct {
 	// Workers is how many dispatches run at once. Default 16.
 	Workers int
 	// Lease is how long a claimed delivery stays this relay's before
-	// another may take it. Default 30s: far above a dispatch's timeout.
+	// another may take it: also how long a delivery waits when the relay
+	// holding it dies. Default 30s.
 	Lease time.Duration
-	// DispatchTimeout bounds one SignalWithStart. Default 10s.
+	// DispatchTimeout bounds one SignalWithStart. A dispatch starts only
+	// while at least DispatchTimeout plus a tenth of the lease is left of
+	// its lease, so that it ends before another relay may claim the
+	// delivery. Default 10s, or a third of Lease when that is shorter;
+	// a value leaving no such margin is replaced by the default.
 	DispatchTimeout time.Duration
 	// PollInterval is how often the relay looks for due deliveries it did
 	// not receive itself. Default 1s.
@@ -73,8 +79,8 @@ func (o Options) withDefaults() Options {
 	if o.Lease <= 0 {
 		o.Lease = 30 * time.Second
 	}
-	if o.DispatchTimeout <= 0 {
-		o.DispatchTimeout = 10 * time.Second
+	if o.DispatchTimeout <= 0 || o.DispatchTimeout+o.Lease/10 >= o.Lease {
+		o.DispatchTimeout = min(10*time.Second, o.Lease/3)
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
@@ -108,6 +114,9 @@ type Relay struct {
 	running     bool
 	pausedUntil time.Time
 	failures    int
+	// lastFailure is why the relay is paused, for the deliveries it
+	// puts back while it is.
+	lastFailure string
 }
 
 // New returns a relay; Run starts it.
@@ -137,15 +146,30 @@ func (r *Relay) Accept(ctx context.Context, d *models.Delivery) (duplicate bool,
 	if err != nil || dup || owner == "" {
 		return dup, err
 	}
-
-	select {
-	case r.work <- store.Ref(d):
-	default:
-		// The queue filled since the check: give the lease back so the
-		// next poll, here or on another replica, takes it.
-		r.release(d.ID, "relay queue full")
+	if !r.enqueue(store.Ref(d)) {
+		// The queue filled or the relay stopped since the check: give the
+		// lease back so the next poll, here or on another replica,
+		// takes it.
+		r.release(d.ID, "relay busy")
 	}
 	return false, nil
+}
+
+// enqueue queues a leased delivery unless the relay has stopped, under
+// the lock that Run takes to stop, so nothing is queued after the final
+// drain.
+func (r *Relay) enqueue(ref store.DeliveryRef) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return false
+	}
+	select {
+	case r.work <- ref:
+		return true
+	default:
+		return false
+	}
 }
 
 // canTakeLocally says whether a new delivery should be leased to this
@@ -156,8 +180,9 @@ func (r *Relay) canTakeLocally() bool {
 	return r.running && time.Now().After(r.pausedUntil) && len(r.work) < cap(r.work)
 }
 
-// Run dispatches until ctx ends, then finishes the dispatches in flight
-// and gives back the leases of what it had not started.
+// Run dispatches until ctx ends. It then gives back at once the leases of
+// what it had not started, so that another relay can take them, and waits
+// for the dispatches in flight.
 func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.running = true
@@ -182,15 +207,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.running = false
 	r.mu.Unlock()
-	wg.Wait()
 	for {
 		select {
 		case ref := <-r.work:
 			r.release(ref.ID, "relay stopped")
+			continue
 		default:
-			return nil
 		}
+		break
 	}
+	wg.Wait()
+	return nil
 }
 
 func (r *Relay) pollLoop(ctx context.Context) {
@@ -216,19 +243,21 @@ func (r *Relay) Wake() {
 }
 
 func (r *Relay) poll(ctx context.Context) {
-	r.mu.Lock()
-	paused := time.Now().Before(r.pausedUntil)
-	r.mu.Unlock()
+	_, _, paused := r.paused()
 	room := min(cap(r.work)-len(r.work), r.opts.Batch)
 	if paused || room <= 0 || ctx.Err() != nil {
 		return
 	}
 
-	refs, err := r.store.ClaimDue(ctx, r.opts.Owner, r.opts.Lease, room)
+	// The claim does not end with the relay's context: cancelled after
+	// the rows were leased but before they were read back, it would leave
+	// them stranded until their lease ran out. The loop below gives them
+	// back instead.
+	cctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	refs, err := r.store.ClaimDue(cctx, r.opts.Owner, r.opts.Lease, room)
+	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Warn("claiming due deliveries", "error", err)
-		}
+		r.log.Warn("claiming due deliveries", logging.KeyError, err)
 		return
 	}
 	for _, ref := range refs {
@@ -246,6 +275,10 @@ func (r *Relay) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ref := <-r.work:
+			if ctx.Err() != nil {
+				r.release(ref.ID, "relay stopped")
+				return
+			}
 			r.dispatch(ref)
 		}
 	}
@@ -255,28 +288,59 @@ func (r *Relay) worker(ctx context.Context) {
 // relay's context: a dispatch begun before shutdown should finish, or its
 // lease would keep the delivery waiting for another relay.
 func (r *Relay) dispatch(ref store.DeliveryRef) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.DispatchTimeout)
-	defer cancel()
+	// A reference can wait in the queue past its lease when dispatches
+	// are slow, and by then another relay may have claimed the delivery.
+	// Start only a dispatch whose timeout ends before the lease does, and
+	// leave the rest untouched: the lease runs out and a poll claims it.
+	if time.Until(ref.LeaseUntil) < r.opts.DispatchTimeout+r.opts.Lease/10 {
+		r.log.Warn("lease too short to dispatch, leaving the delivery to the next claim",
+			logging.KeyDeliveryID, ref.ID, logging.KeyKind, ref.Kind)
+		return
+	}
+	// While Temporal is unreachable, a queued delivery goes back to the
+	// inbox at once rather than holding a worker for a whole timeout.
+	if until, reason, paused := r.paused(); paused {
+		r.reschedule(ref.ID, reason, until)
+		return
+	}
 
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.DispatchTimeout)
 	err := r.dispatcher.Dispatch(ctx, ref)
+	cancel()
+
+	// The bookkeeping has a context of its own: a dispatch that ran into
+	// its timeout has spent the one above, and must still give back its
+	// lease and say why.
 	if err == nil {
 		r.succeeded()
-		if err := r.store.MarkDispatched(ctx, ref.ID, r.opts.Owner); err != nil {
+		wctx, wcancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer wcancel()
+		if err := r.store.MarkDispatched(wctx, ref.ID, r.opts.Owner); err != nil {
 			// The workflow has it; a second dispatch after the lease
 			// expires is harmless, since workflows apply idempotently.
-			r.log.Warn("marking delivery dispatched", "delivery_id", ref.ID, "error", err)
+			r.log.Warn("marking delivery dispatched", logging.KeyDeliveryID, ref.ID, logging.KeyError, err)
 		}
 		return
 	}
 
-	pause := r.failed()
+	reason := errorReason(err)
+	pause := r.failed(reason)
 	next := time.Now().Add(backoff(ref.Attempts, r.opts.MaxBackoff))
 	r.log.Warn("dispatching delivery failed, will retry",
-		"delivery_id", ref.ID, "kind", ref.Kind, "attempt", ref.Attempts,
+		logging.KeyDeliveryID, ref.ID, logging.KeyKind, ref.Kind, logging.KeyAttempt, ref.Attempts,
 		"retry_at", next.UTC().Format(time.RFC3339Nano), "relay_paused_for", pause.String(),
-		"error", err)
-	if err := r.store.RetryLater(ctx, ref.ID, r.opts.Owner, errorReason(err), next); err != nil {
-		r.log.Warn("rescheduling delivery", "delivery_id", ref.ID, "error", err)
+		logging.KeyError, err)
+	r.reschedule(ref.ID, reason, next)
+}
+
+// storeTimeout bounds the relay's own writes to the inbox.
+const storeTimeout = 5 * time.Second
+
+func (r *Relay) reschedule(id int64, reason string, at time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := r.store.RetryLater(ctx, id, r.opts.Owner, reason, at); err != nil {
+		r.log.Warn("rescheduling delivery", logging.KeyDeliveryID, id, logging.KeyError, err)
 	}
 }
 
@@ -290,13 +354,21 @@ func (r *Relay) succeeded() {
 	r.pausedUntil = time.Time{}
 }
 
-func (r *Relay) failed() time.Duration {
+func (r *Relay) failed(reason string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failures++
+	r.lastFailure = reason
 	pause := backoff(r.failures, r.opts.MaxBackoff)
 	r.pausedUntil = time.Now().Add(pause)
 	return pause
+}
+
+// paused says whether the relay waits out a failure, until when and why.
+func (r *Relay) paused() (time.Time, string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pausedUntil, r.lastFailure, time.Now().Before(r.pausedUntil)
 }
 
 // backoff is 250 ms doubled per attempt, capped, with ±20 % jitter so that
@@ -310,12 +382,9 @@ func backoff(attempt int, maxWait time.Duration) time.Duration {
 	return time.Duration(d * (0.8 + 0.4*mrand.Float64()))
 }
 
+// release gives a delivery's lease back, due at once.
 func (r *Relay) release(id int64, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.store.RetryLater(ctx, id, r.opts.Owner, reason, time.Now()); err != nil {
-		r.log.Warn("releasing delivery", "delivery_id", id, "error", err)
-	}
+	r.reschedule(id, reason, time.Now())
 }
 
 func (r *Relay) purgeLoop(ctx context.Context) {
@@ -328,9 +397,9 @@ func (r *Relay) purgeLoop(ctx context.Context) {
 		n, err := r.store.PurgeBodies(ctx, time.Now().Add(-r.opts.Retention))
 		switch {
 		case err != nil && ctx.Err() == nil:
-			r.log.Warn("purging delivery bodies", "error", err)
+			r.log.Warn("purging delivery bodies", logging.KeyError, err)
 		case n > 0:
-			r.log.Info("purged delivery bodies past retention", "count", n)
+			r.log.Info("purged delivery bodies past retention", logging.KeyCount, n)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,13 +99,16 @@ type DeliveryRef struct {
 	CTMTime    string `gorm:"column:ctm_time"`
 	ReceivedAt time.Time
 	Attempts   int
+	// LeaseUntil is when the claim this reference came from runs out;
+	// after it another relay may claim the delivery.
+	LeaseUntil time.Time `gorm:"-"`
 }
 
 const refColumns = "id, account_id, kind, ctm_id, ctm_time, received_at, attempts"
 
 // Ref returns the delivery's reference.
 func Ref(d *models.Delivery) DeliveryRef {
-	return DeliveryRef{
+	ref := DeliveryRef{
 		ID:         d.ID,
 		AccountID:  d.AccountID,
 		Kind:       d.Kind,
@@ -112,6 +117,10 @@ func Ref(d *models.Delivery) DeliveryRef {
 		ReceivedAt: d.ReceivedAt,
 		Attempts:   d.Attempts,
 	}
+	if d.LeaseUntil != nil {
+		ref.LeaseUntil = *d.LeaseUntil
+	}
+	return ref
 }
 
 // ClaimDue leases up to limit pending deliveries that are due, oldest
@@ -124,6 +133,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, lease time.Duration,
 	if s.dialect == Postgres {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
+	until := now.Add(lease)
 	var refs []DeliveryRef
 	err := s.db.WithContext(ctx).Raw(`
 		UPDATE deliveries
@@ -135,11 +145,16 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, lease time.Duration,
 			ORDER BY id LIMIT ? `+lock+`
 		)
 		RETURNING `+refColumns,
-		owner, now.Add(lease), models.DeliveryPending, now, now, limit,
+		owner, until, models.DeliveryPending, now, now, limit,
 	).Scan(&refs).Error
 	if err != nil {
 		return nil, fmt.Errorf("claiming due deliveries: %w", mapErr(err))
 	}
+	for i := range refs {
+		refs[i].LeaseUntil = until
+	}
+	// RETURNING keeps no order; hand them over oldest first.
+	slices.SortFunc(refs, func(a, b DeliveryRef) int { return cmp.Compare(a.ID, b.ID) })
 	return refs, nil
 }
 
