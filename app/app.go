@@ -105,6 +105,7 @@ func NewRelay(d Deps) *inbox.Relay {
 		StepRetryTimeout: d.Config.StepRetryTimeout,
 	}, inbox.Options{
 		Retention: d.Config.InboxRetention,
+		Lease:     d.Config.InboxLease,
 		Logger:    d.Log.With(logging.KeyComponent, "relay"),
 	})
 }

@@ -70,6 +70,10 @@ type Config struct {
 	// InboxRetention is how long a processed delivery keeps its raw body,
 	// a Go duration; 0 keeps bodies forever. Default 168h (7 days).
 	InboxRetention time.Duration `env:"INBOX_RETENTION" envDefault:"168h"`
+	// InboxLease is how long a webhook replica owns a delivery it claimed
+	// before another may take it over, a Go duration: the longest a
+	// delivery waits when the replica holding it dies. Default 30s.
+	InboxLease time.Duration `env:"INBOX_LEASE" envDefault:"30s"`
 
 	// CTMAPIURL is the base URL of CTM's REST API, asked for a call whose
 	// end webhook never came, by `ctmflow reconcile`, and for recordings.
@@ -232,6 +236,9 @@ func (c *Config) Validate(role Role) error {
 	}
 	if c.InboxRetention < 0 {
 		bad("INBOX_RETENTION", "must not be negative")
+	}
+	if c.InboxLease < time.Second {
+		bad("INBOX_LEASE", "must be at least 1s, got %s", c.InboxLease)
 	}
 	if c.WorkerCacheSize < 1 {
 		bad("WORKER_CACHE_SIZE", "must be at least 1, got %d", c.WorkerCacheSize)
