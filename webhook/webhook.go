@@ -29,6 +29,11 @@ import (
 // Transcripts run to tens of kilobytes; a megabyte leaves ample room.
 const DefaultMaxBody = 1 << 20
 
+// DefaultStoreTimeout bounds storing one delivery when Options say
+// nothing. A database that hangs rather than refuses must still get CTM a
+// 503 it can retry on, not a request left open until CTM gives up.
+const DefaultStoreTimeout = 10 * time.Second
+
 // Inbox stores a delivery durably; it is the one seam between the HTTP
 // side and the workflow engine.
 type Inbox interface {
@@ -41,9 +46,14 @@ type Options struct {
 	Inbox    Inbox
 	// MaxBody caps a delivery's size in bytes. Default DefaultMaxBody.
 	MaxBody int64
-	Logger  *slog.Logger
-	// Observe, when set, is told each delivery's kind, result code and how
-	// long storing it took.
+	// StoreTimeout bounds storing a delivery. Default DefaultStoreTimeout.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
+	// Observe, when set, is told of every request to a webhook path: its
+	// kind (the path's), its result — "accepted", "duplicate", or the
+	// error code of a rejection, as the JSON error names it — and how
+	// long the answer took. Unknown paths and methods never reach the
+	// webhook: server.Options.CountError counts those.
 	Observe func(kind, result string, took time.Duration)
 }
 
@@ -57,6 +67,9 @@ type Handler struct {
 func New(opts Options) *Handler {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = DefaultStoreTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -167,7 +180,9 @@ func (h *Handler) accept(c *gin.Context, kind string) (*models.Delivery, bool, e
 		Body:       body,
 		CTMTime:    ctmTime,
 	}
-	dup, err := h.opts.Inbox.Accept(c.Request.Context(), d)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), h.opts.StoreTimeout)
+	defer cancel()
+	dup, err := h.opts.Inbox.Accept(ctx, d)
 	if err != nil {
 		return nil, false, &httperr.Error{
 			Status:     http.StatusServiceUnavailable,
