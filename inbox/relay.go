@@ -54,7 +54,8 @@ type Options struct {
 	// Batch caps one poll's claim. Default 100.
 	Batch int
 	// MaxBackoff caps the wait between attempts of one delivery, and the
-	// pause of the whole relay while Temporal is unreachable. Default 30s.
+	// pause of the whole relay while Temporal is unreachable: the longest
+	// a backlog waits once Temporal is back. Default 10s.
 	MaxBackoff time.Duration
 	// Retention is how long a processed delivery keeps its raw body (PHI)
 	// before it is purged. 0 keeps bodies forever. Default set by config.
@@ -89,7 +90,7 @@ func (o Options) withDefaults() Options {
 		o.Batch = 100
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 30 * time.Second
+		o.MaxBackoff = 10 * time.Second
 	}
 	if o.PurgeInterval <= 0 {
 		o.PurgeInterval = time.Hour
@@ -112,6 +113,7 @@ type Relay struct {
 
 	mu          sync.Mutex
 	running     bool
+	pausedAt    time.Time
 	pausedUntil time.Time
 	failures    int
 	// lastFailure is why the relay is paused, for the deliveries it
@@ -304,6 +306,7 @@ func (r *Relay) dispatch(ref store.DeliveryRef) {
 		return
 	}
 
+	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.DispatchTimeout)
 	err := r.dispatcher.Dispatch(ctx, ref)
 	cancel()
@@ -324,7 +327,7 @@ func (r *Relay) dispatch(ref store.DeliveryRef) {
 	}
 
 	reason := errorReason(err)
-	pause := r.failed(reason)
+	pause := r.failed(started, reason)
 	next := time.Now().Add(backoff(ref.Attempts, r.opts.MaxBackoff))
 	r.log.Warn("dispatching delivery failed, will retry",
 		logging.KeyDeliveryID, ref.ID, logging.KeyKind, ref.Kind, logging.KeyAttempt, ref.Attempts,
@@ -347,6 +350,10 @@ func (r *Relay) reschedule(id int64, reason string, at time.Time) {
 // succeeded and failed keep the relay-wide pause: when Temporal is down
 // every dispatch fails, and hammering it helps no one. The pause doubles
 // with each consecutive failure up to MaxBackoff; one success lifts it.
+//
+// Only a dispatch begun after the relay last paused counts: those running
+// side by side when Temporal went away fail together, and are one failure
+// of the relay, not a dozen doublings of its pause.
 func (r *Relay) succeeded() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -354,13 +361,17 @@ func (r *Relay) succeeded() {
 	r.pausedUntil = time.Time{}
 }
 
-func (r *Relay) failed(reason string) time.Duration {
+func (r *Relay) failed(started time.Time, reason string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.failures++
 	r.lastFailure = reason
+	now := time.Now()
+	if started.Before(r.pausedAt) {
+		return max(r.pausedUntil.Sub(now), 0)
+	}
+	r.failures++
 	pause := backoff(r.failures, r.opts.MaxBackoff)
-	r.pausedUntil = time.Now().Add(pause)
+	r.pausedAt, r.pausedUntil = now, now.Add(pause)
 	return pause
 }
 

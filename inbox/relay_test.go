@@ -155,7 +155,7 @@ func waitDispatched(t *testing.T, st *store.Store, ds []*models.Delivery) {
 			}
 		}
 		return true
-	}, 15*time.Second, 10*time.Millisecond, "every delivery dispatched")
+	}, 10*time.Second, 10*time.Millisecond, "every delivery dispatched")
 }
 
 func TestRelayDispatchesWhatItAccepts(t *testing.T) {
@@ -417,4 +417,39 @@ func TestRelayPurgesBodiesPastRetention(t *testing.T) {
 		return errors.Is(err, store.ErrPurged)
 	}, 5*time.Second, 10*time.Millisecond, "the processed body purged")
 	assert.NotNil(t, status(t, st, kept.ID).Body, "an unprocessed body is kept")
+}
+
+// Dispatches running side by side all fail when Temporal goes away; that
+// is one failure of the relay, and must not stretch its pause as if the
+// relay had probed a dozen times. Once Temporal answers, the backlog
+// moves within a short pause, not the longest.
+func TestRelayCountsSideBySideFailuresOnce(t *testing.T) {
+	st := testenv.Store(t, testenv.SQLiteURL(t))
+	tr := newTracker()
+	var failing atomic.Bool
+	failing.Store(true)
+	var failed atomic.Int32
+	gate := make(chan struct{})
+	r := inbox.New(st, tr.dispatcher("a", func(ctx context.Context, _ store.DeliveryRef) error {
+		if !failing.Load() {
+			return nil
+		}
+		<-gate
+		failed.Add(1)
+		return errors.New("temporal unreachable")
+	}), inbox.Options{Owner: "a", Workers: 12, MaxBackoff: time.Minute, PollInterval: 10 * time.Millisecond})
+	run(t, r)
+
+	ds := accept(t, r, 12)
+	require.Eventually(t, func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.inflight) == 12
+	}, 5*time.Second, 5*time.Millisecond, "twelve dispatches side by side")
+	close(gate)
+	require.Eventually(t, func() bool { return failed.Load() == 12 }, 5*time.Second, 5*time.Millisecond)
+	failing.Store(false)
+
+	// Twelve counted failures would pause the relay for the full minute.
+	waitDispatched(t, st, ds)
 }
