@@ -104,7 +104,8 @@ func TestInboxCommandErrors(t *testing.T) {
 		"no id":              {[]string{"inbox", "replay"}, "", ExitUsage, "accepts 1 arg"},
 		"no database":        {[]string{"inbox", "list"}, "none", ExitConfig, "DATABASE_URL is unset"},
 		"database unreachable": {[]string{"inbox", "list"},
-			"postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", ExitUnavailable, "opening postgres database"},
+			"postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2",
+			ExitUnavailable, "opening postgres database"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

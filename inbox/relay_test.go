@@ -36,7 +36,7 @@ func newTracker() *tracker {
 }
 
 // dispatcher is one relay's Dispatcher; do decides each dispatch's fate.
-func (tr *tracker) dispatcher(owner string, do func(ctx context.Context, ref store.DeliveryRef) error) inbox.Dispatcher {
+func (tr *tracker) dispatcher(owner string, do dispatchFunc) inbox.Dispatcher {
 	return dispatchFunc(func(ctx context.Context, ref store.DeliveryRef) error {
 		tr.mu.Lock()
 		if other, busy := tr.inflight[ref.ID]; busy {
