@@ -18,7 +18,7 @@ import (
 // proc is a child process a test starts, kills and starts again. Its
 // output goes to a log file, shown when the test fails.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	path string
 	args []string
@@ -31,7 +31,7 @@ type proc struct {
 }
 
 // startProc starts path with args and exactly env (plus PATH and HOME).
-func startProc(t *testing.T, name string, env map[string]string, path string, args ...string) *proc {
+func startProc(t testing.TB, name string, env map[string]string, path string, args ...string) *proc {
 	t.Helper()
 	p := &proc{
 		t:    t,
@@ -150,7 +150,7 @@ func (p *proc) dumpLog() {
 }
 
 // waitHealthy waits until base answers /healthz.
-func waitHealthy(t *testing.T, base string, timeout time.Duration) {
+func waitHealthy(t testing.TB, base string, timeout time.Duration) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
 	waitFor(t, timeout, base+" healthy", func() bool {
@@ -165,7 +165,7 @@ func waitHealthy(t *testing.T, base string, timeout time.Duration) {
 
 // waitFor polls cond every 50 ms until it holds, failing the test after
 // timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -178,7 +178,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 // freePort returns a port nothing listens on now. A test keeps it across
 // restarts of the process that binds it.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -195,7 +195,7 @@ type temporalHelper struct {
 	addr string
 }
 
-func startTemporal(t *testing.T) *temporalHelper {
+func startTemporal(t testing.TB) *temporalHelper {
 	t.Helper()
 	port := freePort(t)
 	dir := t.TempDir()

@@ -22,7 +22,7 @@ import (
 // Temporal address, a private account and task queue, and the webhook's
 // fixed address, kept across restarts.
 type setup struct {
-	t         *testing.T
+	t         testing.TB
 	bin       string
 	dbURL     string
 	temporal  string
@@ -39,7 +39,7 @@ type setup struct {
 
 var accounts atomic.Int64
 
-func newSetup(t *testing.T, dbURL, temporal string) *setup {
+func newSetup(t testing.TB, dbURL, temporal string) *setup {
 	t.Helper()
 	bin := teststack.Binary(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
@@ -104,7 +104,7 @@ func (s *setup) inboxPending() (int64, error) {
 	return out.Pending, nil
 }
 
-func ctx(t *testing.T, d time.Duration) context.Context {
+func ctx(t testing.TB, d time.Duration) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return c
