@@ -54,7 +54,7 @@ func TestWebhookKilledUnderLoad(t *testing.T) {
 	before := summarize(results)
 	l.retry(t, sends, results, 2*time.Minute)
 	after := summarize(results)
-	t.Logf("load at %.0f/s: %s; after CTM's retries: %d acknowledged; %d deliveries leased to the killed process",
+	t.Logf("load at %.0f/s: %s; after CTM's retries: %d acknowledged; leased to the killed process: %d",
 		rate, before, after.acked, leased)
 	assert.Zero(t, after.other, "nothing but 2xx, 503 or no answer")
 
