@@ -24,8 +24,6 @@ import (
 	"github.com/ctmflow/ctmflow/testenv"
 )
 
-const token = "inbox-test-token-0123456789"
-
 type waker struct{ woken int }
 
 func (w *waker) Wake() { w.woken++ }

@@ -1,13 +1,9 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"flag"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -21,8 +17,6 @@ import (
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // inboxFixture stores three deliveries received at fixed times: two
 // pending, one dispatched.
@@ -51,12 +45,6 @@ func inboxFixture(t *testing.T) (*store.Store, []int64) {
 	require.NoError(t, err)
 	require.NoError(t, st.MarkDispatched(ctx, refs[0].ID, "relay-a"))
 	return st, ids
-}
-
-func run(args ...string) (int, string, string) {
-	var out, errOut bytes.Buffer
-	code := Execute(args, &out, &errOut)
-	return code, out.String(), errOut.String()
 }
 
 // oldestAge is the one part of `inbox list` that moves with the clock.
@@ -123,15 +111,4 @@ func TestInboxCommandErrors(t *testing.T) {
 			assert.Contains(t, errOut, tc.says)
 		})
 	}
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
-	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err, "run with -update to create it")
-	assert.Equal(t, string(want), got)
 }

@@ -28,6 +28,7 @@ func TestLoadDefaults(t *testing.T) {
 	assert.Equal(t, time.Hour, cfg.StepRetryTimeout)
 	assert.Equal(t, int64(1<<20), cfg.MaxBodyBytes)
 	assert.Equal(t, 168*time.Hour, cfg.InboxRetention)
+	assert.Equal(t, 30*time.Second, cfg.InboxLease)
 	assert.Equal(t, Secrets{101: "alpha", 202: "beta"}, cfg.WebhookSecrets)
 	assert.Equal(t, "https://api.calltrackingmetrics.com", cfg.CTMAPIURL)
 	assert.Empty(t, cfg.CTMAPIKeys)
@@ -93,6 +94,10 @@ func TestLoadNamesTheBadVariable(t *testing.T) {
 			want: "CALL_END_MAX_CHECKS:"},
 		{name: "tiny recheck", role: RoleWebhook, set: map[string]string{"CALL_END_RECHECK": "10ms"},
 			want: "CALL_END_RECHECK:"},
+		{name: "tiny inbox lease", role: RoleWebhook, set: map[string]string{"INBOX_LEASE": "500ms"},
+			want: "INBOX_LEASE: must be at least 1s"},
+		{name: "malformed inbox lease", role: RoleWebhook, set: map[string]string{"INBOX_LEASE": "soon"},
+			want: "INBOX_LEASE:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

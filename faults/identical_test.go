@@ -70,10 +70,6 @@ func burst(t *testing.T, s *teststack.Stack, path string, body []byte, n int) in
 	// Half keep the first copy's timestamp, half are signed anew a
 	// second later, as a sender that re-signs its retries does.
 	at := time.Now().Unix()
-	// Its own connections, closed after: a burst dials connections it
-	// ends up not using, which would hold up the server's shutdown.
-	client := &http.Client{Transport: &http.Transport{}}
-	defer client.CloseIdleConnections()
 	answers := make([]answer, n)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -82,7 +78,7 @@ func burst(t *testing.T, s *teststack.Stack, path string, body []byte, n int) in
 		go func() {
 			defer wg.Done()
 			<-gate
-			answers[i] = postWith(client, s, path, body, at+int64(i%2))
+			answers[i] = postAt(s, path, body, at+int64(i%2))
 		}()
 	}
 	close(gate)

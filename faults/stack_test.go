@@ -24,10 +24,6 @@ type answer struct {
 // ctmTime (epoch seconds), as CTM stamps it. It is safe from any
 // goroutine.
 func postAt(s *teststack.Stack, path string, body []byte, ctmTime int64) answer {
-	return postWith(http.DefaultClient, s, path, body, ctmTime)
-}
-
-func postWith(client *http.Client, s *teststack.Stack, path string, body []byte, ctmTime int64) answer {
 	ts := strconv.FormatInt(ctmTime, 10)
 	req, err := http.NewRequest(http.MethodPost, s.BaseURL+"/webhooks/ctm/"+path, bytes.NewReader(body))
 	if err != nil {
@@ -36,7 +32,7 @@ func postWith(client *http.Client, s *teststack.Stack, path string, body []byte,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(ctm.HeaderTime, ts)
 	req.Header.Set(ctm.HeaderSignature, ctm.Sign(s.Secret, ts, body))
-	return doWith(client, req)
+	return do(req)
 }
 
 // replay asks a stack's API to hand a delivery to its workflow again.
@@ -53,10 +49,8 @@ func replay(t *testing.T, s *teststack.Stack, id int64) {
 	}
 }
 
-func do(req *http.Request) answer { return doWith(http.DefaultClient, req) }
-
-func doWith(client *http.Client, req *http.Request) answer {
-	resp, err := client.Do(req)
+func do(req *http.Request) answer {
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return answer{err: err}
 	}
