@@ -22,8 +22,11 @@ const (
 // rejecting honest clock drift.
 const DefaultMaxSkew = 5 * time.Minute
 
-// Verification errors. Each is answered 401; they are told apart for the
-// log and the rejection counter, never for the caller.
+// Verification errors. Each is answered 401 with its own code: a missing
+// header, a clock off by minutes or an account whose secret was never
+// configured are setup mistakes the sender must be able to tell apart.
+// None says anything about a secret; CTM account ids are no secret, being
+// in every body.
 var (
 	ErrSignatureMissing = errors.New("missing signature or timestamp header")
 	ErrTimestampInvalid = errors.New("unreadable timestamp")

@@ -4,9 +4,11 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
 )
 
@@ -62,4 +64,13 @@ func TestServeFinishesRequestsInFlight(t *testing.T) {
 	cancel()
 	require.Equal(t, http.StatusAccepted, <-status)
 	require.NoError(t, <-done)
+}
+
+func TestTrailingSlashIsNotRedirected(t *testing.T) {
+	r := NewRouter(Options{})
+	r.POST("/webhooks/ctm/call-start", func(c *gin.Context) { c.Status(http.StatusAccepted) })
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/webhooks/ctm/call-start/", nil))
+	require.Equal(t, http.StatusNotFound, rec.Code)
+	require.Contains(t, rec.Body.String(), `"code":"not_found"`)
 }

@@ -49,6 +49,9 @@ func NewRouter(opts Options) *gin.Engine {
 	}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// A POST redirected to another path is not followed by most webhook
+	// senders; a trailing slash gets a plain 404 instead.
+	r.RedirectTrailingSlash = false
 	r.ContextWithFallback = true
 	r.Use(opts.Middleware...)
 	r.Use(requestID, recovery(logger), httperr.Middleware(logger, opts.CountError))
