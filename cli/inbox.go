@@ -24,7 +24,8 @@ func newInboxCmd() *cobra.Command {
 		Long: `Inspect and re-drive stored CTM deliveries. Reads DATABASE_URL, or the
 dev database in --data-dir when it is unset.`,
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".ctmflow", "dev data directory, used when DATABASE_URL is unset")
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".ctmflow",
+		"dev data directory, used when DATABASE_URL is unset")
 
 	var status string
 	var limit int

@@ -23,7 +23,9 @@ var ErrPurged = errors.New("delivery body purged after retention")
 // that received it dispatches it at once without a second write to claim
 // it. A redelivery of a body already stored for the same account and kind
 // is recognised: d is filled with the stored row and duplicate is true.
-func (s *Store) SaveDelivery(ctx context.Context, d *models.Delivery, owner string, lease time.Duration) (duplicate bool, err error) {
+func (s *Store) SaveDelivery(
+	ctx context.Context, d *models.Delivery, owner string, lease time.Duration,
+) (duplicate bool, err error) {
 	now := s.now()
 	if d.ReceivedAt.IsZero() {
 		d.ReceivedAt = now
