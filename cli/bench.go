@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,7 @@ type benchFlags struct {
 	waiting     int
 	cacheSizes  []int
 	workerBin   string
+	cpuProfile  string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -95,6 +97,8 @@ resident memory.`,
 	fl.IntVar(&f.waiting, "waiting", 10000, "calls left waiting for their end in the memory scenario")
 	fl.IntSliceVar(&f.cacheSizes, "cache-sizes", []int{10000, 1000},
 		"WORKER_CACHE_SIZE values the memory scenario compares")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "",
+		"write a CPU profile of this process (the whole embedded stack) to the file")
 	fl.StringVar(&f.workerBin, "worker-bin", "", "ctmflow binary the memory scenario runs as worker "+
 		"(default: this one; a -tags nodev build is what production runs)")
 	return cmd
@@ -158,6 +162,17 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error
 		return err
 	}
 	defer env.close()
+	if f.cpuProfile != "" {
+		out, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if want["ack-down"] && env.down == nil {
 		return usage("the ack-down scenario needs the embedded stack (no --url)")
 	}

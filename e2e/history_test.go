@@ -31,7 +31,9 @@ var updateHistories = flag.Bool("update-histories", false,
 //
 //   - v1: the call lifecycle.
 //   - v2: a timed-out end wait asks CTM's API (workflows.endFromAPI).
-const historyVersion = "v2"
+//   - v3: end steps run as local activities first (CallInput.QuickSteps),
+//     which changes every call's commands: every path is recorded again.
+const historyVersion = "v3"
 
 // TestRecordedHistoriesReplay runs each kind of call through the real
 // server, then replays the histories the server stored against today's
@@ -63,7 +65,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	waitCallStage(t, s, phone, 8001, "started")
 	post("call-end", s.Sample(8001, phone).EndBody())
 	wf := workflows.CallWorkflowID(s.AccountID, 8001)
-	first := latest("v1", "call_start_then_end", wf)
+	first := latest(historyVersion, "call_start_then_end", wf)
 	runs = append(runs, first)
 
 	post("call-update", s.Sample(8001, phone).UpdateBody())
@@ -71,30 +73,30 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	teststack.Eventually(t, 15*time.Second, "the late update's own run", func() bool {
 		return latest("", "", wf).runID != first.runID
 	})
-	runs = append(runs, latest("v1", "call_late_update", wf))
+	runs = append(runs, latest(historyVersion, "call_late_update", wf))
 
 	post("call-end", s.Sample(8002, phone).EndBody())
-	runs = append(runs, latest("v1", "call_end_first", workflows.CallWorkflowID(s.AccountID, 8002)))
+	runs = append(runs, latest(historyVersion, "call_end_first", workflows.CallWorkflowID(s.AccountID, 8002)))
 
 	post("text-message", s.Sample(8004, phone).TextBody())
-	runs = append(runs, latest("v1", "text_message", workflows.MessageWorkflowID(s.AccountID, 8004)))
+	runs = append(runs, latest(historyVersion, "text_message", workflows.MessageWorkflowID(s.AccountID, 8004)))
 
 	// The end never comes; CTM's API does not know the call.
 	post("call-start", s.Sample(8003, phone).StartBody())
 	waitCallStage(t, s, phone, 8003, "end_missing")
-	runs = append(runs, latest("v2", "call_end_unknown_to_ctm", workflows.CallWorkflowID(s.AccountID, 8003)))
+	runs = append(runs, latest(historyVersion, "call_end_unknown_to_ctm", workflows.CallWorkflowID(s.AccountID, 8003)))
 
 	// The end never comes; CTM's API has it.
 	ctmAPI.PutCall(s.Sample(8005, phone).EndBody())
 	post("call-start", s.Sample(8005, phone).StartBody())
 	waitCallStage(t, s, phone, 8005, "ended")
-	runs = append(runs, latest("v2", "call_end_from_api", workflows.CallWorkflowID(s.AccountID, 8005)))
+	runs = append(runs, latest(historyVersion, "call_end_from_api", workflows.CallWorkflowID(s.AccountID, 8005)))
 
 	// CTM's API says the call is in progress, then that it ended.
 	ctmAPI.PutCallSequence(s.Sample(8006, phone).StartBody(), s.Sample(8006, phone).EndBody())
 	post("call-start", s.Sample(8006, phone).StartBody())
 	waitCallStage(t, s, phone, 8006, "ended")
-	runs = append(runs, latest("v2", "call_end_rechecked", workflows.CallWorkflowID(s.AccountID, 8006)))
+	runs = append(runs, latest(historyVersion, "call_end_rechecked", workflows.CallWorkflowID(s.AccountID, 8006)))
 
 	// A step that parks for real, and the ops signal that retries it.
 	post("call-start", s.Sample(8007, phone).StartBody())
@@ -109,7 +111,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	repair()
 	require.NoError(t, s.Client.SignalWorkflow(context.Background(), parked, "", workflows.SignalOps,
 		workflows.OpsDecision{Action: workflows.OpsRetry}))
-	runs = append(runs, latest("v1", "call_ops_retry", parked))
+	runs = append(runs, latest(historyVersion, "call_ops_retry", parked))
 
 	scratch := t.TempDir()
 	for _, r := range runs {

@@ -156,6 +156,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ref store.DeliveryRef) error 
 			EndChecks:        d.EndChecks,
 			EndRecheck:       d.EndRecheck,
 			StepRetryTimeout: d.StepRetryTimeout,
+			QuickSteps:       true,
 		}
 		_, err = d.Client.SignalWithStartWorkflow(ctx, opts.ID, workflows.SignalDelivery, sig,
 			opts, workflows.CallWorkflow, in)

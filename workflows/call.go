@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 
 	"go.temporal.io/sdk/temporal"
@@ -150,25 +151,48 @@ func (r *callRun) endSteps(d Delivery, rec activities.RecordCallResult) []namedS
 	limit := r.in.StepRetryTimeout
 	var steps []namedStep
 	if rec.HasRecording {
-		steps = append(steps, namedStep{"attach recording", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach recording", d, limit))
-			return workflow.ExecuteActivity(ctx, acts.AttachRecording, in).Get(ctx, nil)
-		}})
+		opts := attachOptions("attach recording", d, limit)
+		steps = append(steps, r.endStep("attach recording", opts, acts.AttachRecording, in))
 	}
 	if rec.HasTranscript {
-		steps = append(steps, namedStep{"attach transcript", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, attachOptions("attach transcript and summary", d, limit))
-			return workflow.ExecuteActivity(ctx, acts.AttachTranscript, in).Get(ctx, nil)
-		}})
+		opts := attachOptions("attach transcript and summary", d, limit)
+		steps = append(steps, r.endStep("attach transcript", opts, acts.AttachTranscript, in))
 	}
 	if rec.Finished || rec.HasOutcome {
 		out := activities.OutcomeInput{DeliveryInput: in, Ends: rec.Finished}
-		steps = append(steps, namedStep{"record outcome", func(ctx workflow.Context) error {
-			ctx = workflow.WithActivityOptions(ctx, outcomeOptions(d, limit))
-			return workflow.ExecuteActivity(ctx, acts.RecordOutcome, out).Get(ctx, nil)
-		}})
+		steps = append(steps, r.endStep("record outcome", outcomeOptions(d, limit), acts.RecordOutcome, out))
 	}
 	return steps
+}
+
+// endStep runs an activity as a step: with QuickSteps, first as a local
+// activity (see quickOptions), then, if that fails in a way a retry
+// might mend, as a regular activity under opts.
+func (r *callRun) endStep(name string, opts workflow.ActivityOptions, fn, arg any) namedStep {
+	return namedStep{name, func(ctx workflow.Context) error {
+		if r.in.QuickSteps {
+			lctx := workflow.WithLocalActivityOptions(ctx, quickOptions(opts))
+			err := workflow.ExecuteLocalActivity(lctx, fn, arg).Get(ctx, nil)
+			if err == nil || !worthAnActivity(err) {
+				return err
+			}
+			workflow.GetLogger(ctx).Warn("quick step failed; running it as an activity",
+				"step", name, "error", failureMessage(err))
+		}
+		ctx = workflow.WithActivityOptions(ctx, opts)
+		return workflow.ExecuteActivity(ctx, fn, arg).Get(ctx, nil)
+	}}
+}
+
+// worthAnActivity says whether a failed quick step should run again as a
+// regular activity: not when cancelled, and not when the failure is one
+// no retry can mend (the step then parks at once).
+func worthAnActivity(err error) bool {
+	if temporal.IsCanceledError(err) {
+		return false
+	}
+	var app *temporal.ApplicationError
+	return !errors.As(err, &app) || !app.NonRetryable()
 }
 
 // endFromAPI names the change that made a timed-out call ask CTM's API.

@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	sdkpb "go.temporal.io/api/sdk/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -428,4 +430,79 @@ func TestCurrentDetailsTellTheStory(t *testing.T) {
 	assert.Contains(t, final, "**Stage** ended · **lead** 1 · 2 deliveries")
 	assert.NotContains(t, final, "Needs attention")
 	assert.NotContains(t, final, "Waiting")
+}
+
+// stepKinds counts how each activity type ran: locally or as a regular
+// activity.
+type stepKinds struct{ local, regular map[string]int }
+
+func watchSteps(env *testsuite.TestWorkflowEnvironment) *stepKinds {
+	k := &stepKinds{local: map[string]int{}, regular: map[string]int{}}
+	env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		k.local[info.ActivityType.Name]++
+	})
+	env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		k.regular[info.ActivityType.Name]++
+	})
+	return k
+}
+
+func TestQuickStepsRunLocallyAndFallBackToActivities(t *testing.T) {
+	cases := []struct {
+		name string
+		// failures is how many times AttachTranscript fails first.
+		failures int
+		nonRetry bool
+		// wantRegular lists the steps that ran as regular activities.
+		wantRegular []string
+		wantParked  bool
+	}{
+		{name: "every step local"},
+		{name: "a brief failure is retried locally", failures: 2},
+		{name: "a lasting failure moves the step to an activity", failures: 12,
+			wantRegular: []string{"AttachTranscript"}},
+		{name: "an unreadable delivery parks at once", failures: 1, nonRetry: true, wantParked: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv()
+			env.RegisterActivity(acts)
+			kinds := watchSteps(env)
+			env.OnActivity(acts.RecordCall, mock.Anything, mock.Anything).Return(ended, nil)
+			env.OnActivity(acts.AttachRecording, mock.Anything, mock.Anything).Return(nil)
+			env.OnActivity(acts.RecordOutcome, mock.Anything, mock.Anything).Return(nil)
+			calls := 0
+			env.OnActivity(acts.AttachTranscript, mock.Anything, mock.Anything).Return(
+				func(context.Context, activities.DeliveryInput) error {
+					calls++
+					switch {
+					case calls > tc.failures:
+						return nil
+					case tc.nonRetry:
+						return temporal.NewNonRetryableApplicationError("purged", activities.ErrTypePurged, nil)
+					}
+					return errors.New("transcript store busy")
+				})
+			var parked State
+			env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalDelivery, endDelivery(2)) }, 0)
+			env.RegisterDelayedCallback(func() {
+				v, err := env.QueryWorkflow(QueryState)
+				require.NoError(t, err)
+				require.NoError(t, v.Get(&parked))
+				env.SignalWorkflow(SignalOps, OpsDecision{Action: OpsRetry})
+			}, 2*time.Hour)
+
+			env.ExecuteWorkflow(CallWorkflow, CallInput{AccountID: 7, CallID: 99, QuickSteps: true})
+
+			require.NoError(t, env.GetWorkflowError())
+			var regular []string
+			for name := range kinds.regular {
+				regular = append(regular, name)
+			}
+			assert.ElementsMatch(t, tc.wantRegular, regular)
+			assert.Equal(t, 1, kinds.local["AttachRecording"])
+			assert.Equal(t, 1, kinds.local["RecordOutcome"])
+			assert.Equal(t, tc.wantParked, len(parked.Parked) == 1, "parked: %v", parked.Parked)
+		})
+	}
 }

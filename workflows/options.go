@@ -82,6 +82,28 @@ func outcomeOptions(d Delivery, limit time.Duration) workflow.ActivityOptions {
 	})
 }
 
+// quickOptions runs a step first as a local activity: inside the workflow
+// task, with no task queue round trip and no extra history events beyond
+// one marker. Its retries are brief — a quarter of the step's retry
+// window, at most ten seconds — because a step that keeps failing is
+// then run as a regular activity under opts, which heartbeats, can be
+// paused, reset and retried from the Web UI, and parks for ops when it
+// runs out.
+func quickOptions(opts workflow.ActivityOptions) workflow.LocalActivityOptions {
+	window := min(10*time.Second, opts.ScheduleToCloseTimeout/4)
+	return workflow.LocalActivityOptions{
+		StartToCloseTimeout:    min(5*time.Second, window),
+		ScheduleToCloseTimeout: window,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        100 * time.Millisecond,
+			BackoffCoefficient:     2,
+			MaximumInterval:        2 * time.Second,
+			NonRetryableErrorTypes: opts.RetryPolicy.NonRetryableErrorTypes,
+		},
+		Summary: opts.Summary,
+	}
+}
+
 // unreadable are the errors of a delivery no retry can read.
 var unreadable = []string{activities.ErrTypePurged, activities.ErrTypeInvalid}
 

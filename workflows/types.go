@@ -64,6 +64,14 @@ type CallInput struct {
 	// StepRetryTimeout bounds how long a failing step retries before it
 	// parks for ops; 0 means DefaultStepRetryTimeout.
 	StepRetryTimeout time.Duration
+
+	// QuickSteps runs each end step first as a local activity, and as a
+	// regular activity only when that fails. Every run the dispatcher
+	// starts sets it; runs begun before it existed (recorded histories)
+	// lack it and replay as they ran. The input is the version gate here
+	// because workflow.GetVersion would cost every call a marker and a
+	// search attribute upsert.
+	QuickSteps bool
 }
 
 // MessageInput starts a text message's workflow.
