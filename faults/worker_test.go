@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/ctmflow/ctmflow/ctm"
 	"github.com/ctmflow/ctmflow/engine"
@@ -80,9 +81,15 @@ func TestWorkerKilledMidActivity(t *testing.T) {
 	w.waitLog("worker polling", time.Minute)
 
 	checkCallsEnded(t, s, []ctm.Sample{a, b}, 3*time.Minute)
-	attempts := activityAttempts(t, temporal.HostPort(), workflows.CallWorkflowID(a.AccountID, a.CallID))
-	t.Logf("attempts of call A's steps: %v", attempts)
-	assert.GreaterOrEqual(t, attempts["AttachRecording"], int32(2), "the recording step ran again after the kill")
+	runs := stepRuns(t, temporal.HostPort(), workflows.CallWorkflowID(a.AccountID, a.CallID))
+	t.Logf("call A's steps: %+v", runs)
+	rec := runs["AttachRecording"]
+	// The step runs first as a local activity, which leaves no attempt in
+	// history: that it ran again shows as its result being recorded only
+	// after the killed worker's workflow task timed out. Had it fallen
+	// back to a regular activity, the second attempt shows instead.
+	assert.True(t, rec.afterTaskTimeout || rec.attempts >= 2,
+		"the recording step ran again after the kill: %+v", rec)
 }
 
 func post(t *testing.T, l *load, snd send) {
@@ -103,28 +110,55 @@ func waitCallRow(t *testing.T, s *setup, c ctm.Sample) *models.Call {
 	return call
 }
 
-// activityAttempts reads a workflow's history for the highest attempt of
-// each activity type.
-func activityAttempts(t *testing.T, hostPort, wfID string) map[string]int32 {
+// stepRun is what a workflow's history tells of one activity type.
+type stepRun struct {
+	// attempts is the highest attempt started as a regular activity.
+	attempts int32
+	// afterTaskTimeout: a result of it, as a regular or local activity,
+	// was recorded after a workflow task had timed out.
+	afterTaskTimeout bool
+}
+
+// stepRuns reads a workflow's history for what became of each activity
+// type, regular or local.
+func stepRuns(t *testing.T, hostPort, wfID string) map[string]stepRun {
 	t.Helper()
 	c, err := engine.Dial(context.Background(), engine.Options{HostPort: hostPort})
 	require.NoError(t, err)
 	defer c.Close()
 
 	types := map[int64]string{}
-	out := map[string]int32{}
+	out := map[string]stepRun{}
+	timedOut := false
+	note := func(name string, attempt int32) {
+		r := out[name]
+		r.attempts = max(r.attempts, attempt)
+		r.afterTaskTimeout = r.afterTaskTimeout || timedOut
+		out[name] = r
+	}
 	iter := c.GetWorkflowHistory(context.Background(), wfID, "", false,
 		enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for iter.HasNext() {
 		ev, err := iter.Next()
 		require.NoError(t, err)
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			types[ev.EventId] = a.GetActivityType().GetName()
-		}
-		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
-			name := types[a.GetScheduledEventId()]
-			out[name] = max(out[name], a.GetAttempt())
+		switch {
+		case ev.GetWorkflowTaskTimedOutEventAttributes() != nil:
+			timedOut = true
+		case ev.GetActivityTaskScheduledEventAttributes() != nil:
+			types[ev.EventId] = ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName()
+		case ev.GetActivityTaskStartedEventAttributes() != nil:
+			a := ev.GetActivityTaskStartedEventAttributes()
+			note(types[a.GetScheduledEventId()], a.GetAttempt())
+		case ev.GetMarkerRecordedEventAttributes().GetMarkerName() == localActivityMarker:
+			var data struct{ ActivityType string }
+			payloads := ev.GetMarkerRecordedEventAttributes().GetDetails()["data"]
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(payloads, &data))
+			note(data.ActivityType, 0)
 		}
 	}
 	return out
 }
+
+// localActivityMarker names the marker the SDK records for a local
+// activity's result; its "data" detail names the activity type.
+const localActivityMarker = "LocalActivity"
