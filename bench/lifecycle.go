@@ -34,9 +34,9 @@ type LifecycleOptions struct {
 	// LateUpdates is the share of calls that get a star-rating update
 	// after their end was applied (a second run). Default 0.1.
 	LateUpdates float64
-	// Poll is the first API poll interval while waiting (it grows by half
-	// per poll up to 50 ms); it bounds the resolution of the visibility
-	// figures. Default 2ms.
+	// Poll is the first API poll interval while waiting (it grows by a
+	// quarter per poll up to 50 ms); it bounds the resolution of the
+	// visibility figures. Default 2ms.
 	Poll time.Duration
 	// Timeout bounds each wait. Default 30s.
 	Timeout time.Duration

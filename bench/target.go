@@ -96,9 +96,12 @@ func (t *Target) call(ctx context.Context, phone string, ctmID int64) (*api.Call
 }
 
 // waitCall polls until the call satisfies cond, returning when it first
-// saw it. Polls start every `every` and back off by half each time, up to
-// 50 ms: fine resolution while the answer is near, and no storm of polls
-// when the system under test falls behind, which would slow it further.
+// saw it. Polls start every `every` and back off by a quarter each time,
+// up to 50 ms: fine resolution while the answer is near (about 6 ms apart
+// 25 ms in), and no storm of polls when the system under test falls
+// behind, which would slow it further. Polling every 2 ms for the first
+// 100 ms was tried: at saturation the polls cost a fifth of the
+// throughput.
 func (t *Target) waitCall(
 	ctx context.Context, phone string, ctmID int64,
 	every time.Duration, cond func(*api.Call) bool,
@@ -116,6 +119,6 @@ func (t *Target) waitCall(
 			return time.Time{}, fmt.Errorf("waiting for call %d: %w", ctmID, ctx.Err())
 		case <-time.After(every):
 		}
-		every = min(every*3/2, 50*time.Millisecond)
+		every = min(every*5/4, 50*time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	uiserver "github.com/temporalio/ui-server/v2/server"
@@ -35,7 +36,8 @@ import (
 // Options configure the embedded server.
 type Options struct {
 	// DBPath is the SQLite file holding the server's state, created with
-	// its schema on first start. Empty keeps state in memory (tests).
+	// its schema on first start; visibility goes to VisibilityPath(DBPath)
+	// beside it. Empty keeps state in memory (tests).
 	DBPath string
 	// Namespace is created on start when missing. Default "default".
 	Namespace string
@@ -90,11 +92,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 
-	sqlCfg, err := prepareDatabase(opts)
+	mainDB, visibilityDB, err := prepareDatabases(opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg := serverConfig(opts, sqlCfg, ports)
+	cfg := serverConfig(opts, mainDB, visibilityDB, ports)
 
 	logger, closeLog, err := serverLogger(opts.LogPath)
 	if err != nil {
@@ -144,56 +146,98 @@ func withDefaults(opts Options) Options {
 	return opts
 }
 
-// prepareDatabase creates the SQLite schema on first use and registers the
-// namespace, both before the server starts, as the server expects.
-func prepareDatabase(opts Options) (*config.SQL, error) {
-	sqlCfg := &config.SQL{
-		PluginName:        sqliteplugin.PluginName,
-		ConnectAttributes: map[string]string{},
-		DatabaseName:      opts.DBPath,
-	}
+// VisibilityPath is the file holding the visibility store of a server
+// whose state is in dbPath: temporal.db → temporal-visibility.db.
+func VisibilityPath(dbPath string) string {
+	ext := filepath.Ext(dbPath)
+	return strings.TrimSuffix(dbPath, ext) + "-visibility" + ext
+}
+
+// prepareDatabases creates the SQLite schemas on first use and registers
+// the namespace, before the server starts, as the server expects.
+//
+// Visibility lives in a database of its own. The SQLite plugin gives each
+// database a single connection, so with one database every visibility
+// write (the list the Web UI shows, search attributes) queued behind the
+// history writes that workflows wait on; a CPU profile on two cores put a
+// fifth of the server's work in visibility writes. Apart, saturation
+// throughput rose by about a tenth, less than run-to-run noise: the
+// CPU, not the connection, is what runs out first (BENCHMARKS.md).
+func prepareDatabases(opts Options) (main, visibility *config.SQL, err error) {
 	if opts.DBPath == "" {
-		// A private shared-cache memory database: every connection of
-		// this server sees it, no other server in the process does. The
-		// SQLite plugin creates the schema of a memory database itself.
-		sqlCfg.ConnectAttributes["mode"] = "memory"
-		sqlCfg.ConnectAttributes["cache"] = "shared"
-		sqlCfg.DatabaseName = "temporal-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		name := "temporal-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		main, visibility = memoryDB(name), memoryDB(name+"-visibility")
 	} else {
-		sqlCfg.ConnectAttributes["mode"] = "rwc"
-		// WAL with synchronous=NORMAL syncs at checkpoints rather than at
-		// every commit: it survives a crash of the process, which is what
-		// a dev server needs, at a fraction of the latency.
-		sqlCfg.ConnectAttributes["journal_mode"] = "wal"
-		sqlCfg.ConnectAttributes["synchronous"] = "NORMAL"
-		if _, err := os.Stat(opts.DBPath); errors.Is(err, os.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(opts.DBPath), 0o700); err != nil {
-				return nil, fmt.Errorf("creating data directory: %w", err)
+		_, statErr := os.Stat(VisibilityPath(opts.DBPath))
+		_, mainErr := os.Stat(opts.DBPath)
+		// A data directory made before visibility had its own file keeps
+		// it in the main one: its workflows stay listed in the Web UI.
+		oneFile := mainErr == nil && errors.Is(statErr, os.ErrNotExist)
+		if main, err = fileDB(opts.DBPath); err != nil {
+			return nil, nil, err
+		}
+		visibility = main
+		if !oneFile {
+			if visibility, err = fileDB(VisibilityPath(opts.DBPath)); err != nil {
+				return nil, nil, err
 			}
-			if err := sqliteschema.SetupSchema(sqlCfg); err != nil {
-				_ = os.Remove(opts.DBPath)
-				return nil, fmt.Errorf("creating temporal schema: %w", err)
-			}
-		} else if err != nil {
-			return nil, fmt.Errorf("reading temporal database: %w", err)
-		} else if err := forgetMembers(opts.DBPath); err != nil {
-			return nil, err
+		}
+		if err := forgetMembers(opts.DBPath); err != nil {
+			return nil, nil, err
 		}
 	}
 
 	ns, err := sqliteschema.NewNamespaceConfig("active", opts.Namespace, false, nil)
 	if err != nil {
-		return nil, fmt.Errorf("describing namespace: %w", err)
+		return nil, nil, fmt.Errorf("describing namespace: %w", err)
 	}
-	if err := sqliteschema.CreateNamespaces(sqlCfg, ns); err != nil {
-		return nil, fmt.Errorf("creating namespace: %w", err)
+	if err := sqliteschema.CreateNamespaces(main, ns); err != nil {
+		return nil, nil, fmt.Errorf("creating namespace: %w", err)
 	}
-	return sqlCfg, nil
+	return main, visibility, nil
+}
+
+// memoryDB is a private shared-cache memory database: every connection of
+// this server sees it, no other server in the process does. The SQLite
+// plugin creates the schema of a memory database itself.
+func memoryDB(name string) *config.SQL {
+	return &config.SQL{
+		PluginName:        sqliteplugin.PluginName,
+		ConnectAttributes: map[string]string{"mode": "memory", "cache": "shared"},
+		DatabaseName:      name,
+	}
+}
+
+// fileDB is a database in a file, given its schema when new.
+func fileDB(path string) (*config.SQL, error) {
+	cfg := &config.SQL{
+		PluginName: sqliteplugin.PluginName,
+		// WAL with synchronous=NORMAL syncs at checkpoints rather than at
+		// every commit: it survives a crash of the process, which is what
+		// a dev server needs, at a fraction of the latency.
+		ConnectAttributes: map[string]string{"mode": "rwc", "journal_mode": "wal", "synchronous": "NORMAL"},
+		DatabaseName:      path,
+	}
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return cfg, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("reading temporal database: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	if err := sqliteschema.SetupSchema(cfg); err != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("creating temporal schema: %w", err)
+	}
+	return cfg, nil
 }
 
 // serverConfig lays out a single-node server; ports are the free ports
 // for its internal services.
-func serverConfig(opts Options, sqlCfg *config.SQL, ports []int) *config.Config {
+func serverConfig(opts Options, mainDB, visibilityDB *config.SQL, ports []int) *config.Config {
 	services := map[string]config.Service{}
 	for _, name := range temporal.DefaultServices {
 		port := opts.Port
@@ -218,11 +262,12 @@ func serverConfig(opts Options, sqlCfg *config.SQL, ports []int) *config.Config 
 			},
 		},
 		Persistence: config.Persistence{
-			DefaultStore:     sqliteplugin.PluginName,
-			VisibilityStore:  sqliteplugin.PluginName,
+			DefaultStore:     "sqlite",
+			VisibilityStore:  "sqlite-visibility",
 			NumHistoryShards: int32(opts.Shards),
 			DataStores: map[string]config.DataStore{
-				sqliteplugin.PluginName: {SQL: sqlCfg},
+				"sqlite":            {SQL: mainDB},
+				"sqlite-visibility": {SQL: visibilityDB},
 			},
 		},
 		ClusterMetadata: &cluster.Config{

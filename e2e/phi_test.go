@@ -117,25 +117,31 @@ func TestNoPHIInTemporalStorage(t *testing.T) {
 			scanAPI(t, s, r.GetExecution().GetWorkflowId(), r.GetExecution().GetRunId())
 		}
 	})
+	dbs := []string{dbPath, devserver.VisibilityPath(dbPath)}
 	t.Run("raw files", func(t *testing.T) {
-		wal, err := os.ReadFile(dbPath + "-wal")
-		require.NoError(t, err, "the server writes ahead")
-		main, err := os.ReadFile(dbPath)
-		require.NoError(t, err)
-		files := append(main, wal...)
+		var files []byte
+		for _, db := range dbs {
+			wal, err := os.ReadFile(db + "-wal")
+			require.NoError(t, err, "the server writes ahead")
+			main, err := os.ReadFile(db)
+			require.NoError(t, err)
+			files = append(append(files, main...), wal...)
+		}
 		assertNoPHI(t, "the database files", files)
 		assert.Contains(t, string(files), "CTM call 9004 · account", "the scan sees summaries")
 	})
 	t.Run("every table", func(t *testing.T) {
-		tables := dumpTables(t, dbPath)
-		require.Contains(t, tables, "history_node")
-		require.Contains(t, tables, "executions_visibility")
-		for name, data := range tables {
-			assertNoPHI(t, "table "+name, data)
+		history, visibility := dumpTables(t, dbs[0]), dumpTables(t, dbs[1])
+		require.Contains(t, history, "history_node")
+		require.Contains(t, visibility, "executions_visibility")
+		for db, tables := range map[string]map[string][]byte{"history": history, "visibility": visibility} {
+			for name, data := range tables {
+				assertNoPHI(t, db+" table "+name, data)
+			}
 		}
-		assert.Contains(t, string(tables["history_node"]), "CTM call 9001 · account",
+		assert.Contains(t, string(history["history_node"]), "CTM call 9001 · account",
 			"the scan sees history payloads")
-		assert.Contains(t, string(tables["executions_visibility"]), "Google Ads",
+		assert.Contains(t, string(visibility["executions_visibility"]), "Google Ads",
 			"the scan sees search attributes")
 	})
 }
