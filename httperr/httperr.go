@@ -5,6 +5,7 @@
 package httperr
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -51,6 +52,10 @@ func Wrap(status int, code, message string, cause error) *Error {
 	return &Error{Status: status, Code: code, Message: message, Cause: cause}
 }
 
+// StatusClientClosed is logged and counted for a request whose client
+// went away before the answer (nginx's 499): not a failure of ours.
+const StatusClientClosed = 499
+
 // Body is the JSON every failed request answers with.
 type Body struct {
 	Error BodyError `json:"error"`
@@ -81,6 +86,11 @@ func Middleware(logger *slog.Logger, counter func(code string, status int)) gin.
 		var e *Error
 		if !errors.As(c.Errors.Last().Err, &e) {
 			e = Wrap(http.StatusInternalServerError, "internal", "internal error", c.Errors.Last().Err)
+		}
+		if c.Request.Context().Err() != nil && errors.Is(e, context.Canceled) {
+			// The client hung up before its answer: nothing failed on our
+			// side, and no one reads the status.
+			e = Wrap(StatusClientClosed, "client_closed_request", "the client closed the request", e.Cause)
 		}
 		if e.RetryAfter > 0 {
 			c.Header("Retry-After", strconv.Itoa(int(e.RetryAfter.Round(time.Second)/time.Second)))
