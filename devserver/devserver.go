@@ -159,8 +159,8 @@ func VisibilityPath(dbPath string) string {
 // Visibility lives in a database of its own. The SQLite plugin gives each
 // database a single connection, so with one database every visibility
 // write (the list the Web UI shows, search attributes) queued behind the
-// history writes that workflows wait on; a CPU profile on two cores put a
-// fifth of the server's work in visibility writes. Apart, saturation
+// history writes that workflows wait on; CPU profiles on two cores put
+// 8–19 % of all the work, depending on load, in visibility writes. Apart, saturation
 // throughput rose by about a tenth, less than run-to-run noise: the
 // CPU, not the connection, is what runs out first (BENCHMARKS.md).
 func prepareDatabases(opts Options) (main, visibility *config.SQL, err error) {
