@@ -74,7 +74,10 @@ func TestRetryLaterCutsReasonsOnACharacter(t *testing.T) {
 		t.Run(db.Name, func(t *testing.T) {
 			st := testenv.Store(t, db.URL)
 			ctx := context.Background()
-			d := &models.Delivery{AccountID: 1, Kind: models.KindCallStart, BodySHA256: "cut", CTMID: 1, Body: []byte(`{"id":1}`)}
+			d := &models.Delivery{
+				AccountID: 1, Kind: models.KindCallStart, BodySHA256: "cut", CTMID: 1,
+				Body: []byte(`{"id":1}`),
+			}
 			_, err := st.SaveDelivery(ctx, d, "relay-a", time.Minute)
 			require.NoError(t, err)
 
