@@ -92,19 +92,10 @@ func (a *API) listLeads(c *gin.Context) {
 		httperr.Abort(c, err)
 		return
 	}
-	if f.AfterID, err = int64Query(c, "after", 0); err != nil {
+	if f.AfterID, f.Limit, err = pageQuery(c); err != nil {
 		httperr.Abort(c, err)
 		return
 	}
-	limit, err := int64Query(c, "limit", 50)
-	if err == nil && (limit < 1 || limit > 200) {
-		err = invalidField("limit", "must be between 1 and 200")
-	}
-	if err != nil {
-		httperr.Abort(c, err)
-		return
-	}
-	f.Limit = int(limit)
 
 	leads, err := a.opts.Store.ListLeads(c.Request.Context(), f)
 	if err != nil {
@@ -138,6 +129,19 @@ func (a *API) getLead(c *gin.Context) {
 	default:
 		c.JSON(http.StatusOK, NewLead(lead))
 	}
+}
+
+// pageQuery reads a list's paging: ?after= (the last id seen, default 0)
+// and ?limit= (1–200, default 50).
+func pageQuery(c *gin.Context) (afterID int64, limit int, err error) {
+	if afterID, err = int64Query(c, "after", 0); err != nil {
+		return 0, 0, err
+	}
+	n, err := int64Query(c, "limit", 50)
+	if err == nil && (n < 1 || n > 200) {
+		err = invalidField("limit", "must be between 1 and 200")
+	}
+	return afterID, int(n), err
 }
 
 func int64Query(c *gin.Context, name string, def int64) (int64, error) {

@@ -89,19 +89,10 @@ func (a *API) listDeliveries(c *gin.Context) {
 		return
 	}
 	var err error
-	if f.AfterID, err = int64Query(c, "after", 0); err != nil {
+	if f.AfterID, f.Limit, err = pageQuery(c); err != nil {
 		httperr.Abort(c, err)
 		return
 	}
-	limit, err := int64Query(c, "limit", 50)
-	if err == nil && (limit < 1 || limit > 200) {
-		err = invalidField("limit", "must be between 1 and 200")
-	}
-	if err != nil {
-		httperr.Abort(c, err)
-		return
-	}
-	f.Limit = int(limit)
 
 	ds, err := a.opts.Store.ListDeliveries(c.Request.Context(), f)
 	if err != nil {

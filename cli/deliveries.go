@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,9 +72,9 @@ starts it within TRIGGER_SWEEP_INTERVAL. A rule disabled since (by staff,
 or by a 410 answer) must be enabled first, or the resend is skipped.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil || id <= 0 {
-				return usage("ID must be a positive integer, got %q", args[0])
+			id, err := idArg(args[0])
+			if err != nil {
+				return err
 			}
 			st, err := toolStore(cmd.Context(), dataDir)
 			if err != nil {

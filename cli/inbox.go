@@ -80,9 +80,9 @@ idempotently: a replay repairs a call without duplicating anything. A
 running relay picks it up within its poll interval.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil || id <= 0 {
-				return usage("ID must be a positive integer, got %q", args[0])
+			id, err := idArg(args[0])
+			if err != nil {
+				return err
 			}
 			st, err := toolStore(cmd.Context(), dataDir)
 			if err != nil {
@@ -123,4 +123,14 @@ func toolStore(ctx context.Context, dataDir string) (*store.Store, error) {
 		return nil, withCode(ExitUnavailable, err)
 	}
 	return st, nil
+}
+
+// idArg reads a command's ID argument: a positive integer, or a usage
+// error (exit 2).
+func idArg(arg string) (int64, error) {
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, usage("ID must be a positive integer, got %q", arg)
+	}
+	return id, nil
 }
