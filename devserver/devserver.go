@@ -153,6 +153,19 @@ func VisibilityPath(dbPath string) string {
 	return strings.TrimSuffix(dbPath, ext) + "-visibility" + ext
 }
 
+// visibilityFile is the file to hold the visibility store of the server
+// whose state is in dbPath: VisibilityPath(dbPath), except for a data
+// directory made before visibility had its own file, which keeps it in
+// the main one so that its workflows stay listed in the Web UI.
+func visibilityFile(dbPath string) string {
+	_, mainErr := os.Stat(dbPath)
+	_, visErr := os.Stat(VisibilityPath(dbPath))
+	if mainErr == nil && errors.Is(visErr, os.ErrNotExist) {
+		return dbPath
+	}
+	return VisibilityPath(dbPath)
+}
+
 // prepareDatabases creates the SQLite schemas on first use and registers
 // the namespace, before the server starts, as the server expects.
 //
@@ -160,25 +173,21 @@ func VisibilityPath(dbPath string) string {
 // database a single connection, so with one database every visibility
 // write (the list the Web UI shows, search attributes) queued behind the
 // history writes that workflows wait on; CPU profiles on two cores put
-// 8–19 % of all the work, depending on load, in visibility writes. Apart, saturation
-// throughput rose by about a tenth, less than run-to-run noise: the
-// CPU, not the connection, is what runs out first (BENCHMARKS.md).
+// 8–19 % of all the work, depending on load, in visibility writes.
+// Apart, saturation throughput rose by about a tenth, within run-to-run
+// noise (BENCHMARKS.md).
 func prepareDatabases(opts Options) (main, visibility *config.SQL, err error) {
 	if opts.DBPath == "" {
 		name := "temporal-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		main, visibility = memoryDB(name), memoryDB(name+"-visibility")
 	} else {
-		_, statErr := os.Stat(VisibilityPath(opts.DBPath))
-		_, mainErr := os.Stat(opts.DBPath)
-		// A data directory made before visibility had its own file keeps
-		// it in the main one: its workflows stay listed in the Web UI.
-		oneFile := mainErr == nil && errors.Is(statErr, os.ErrNotExist)
+		visPath := visibilityFile(opts.DBPath)
 		if main, err = fileDB(opts.DBPath); err != nil {
 			return nil, nil, err
 		}
 		visibility = main
-		if !oneFile {
-			if visibility, err = fileDB(VisibilityPath(opts.DBPath)); err != nil {
+		if visPath != opts.DBPath {
+			if visibility, err = fileDB(visPath); err != nil {
 				return nil, nil, err
 			}
 		}
