@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,23 +22,6 @@ import (
 	"github.com/ctmflow/ctmflow/teststack"
 	"github.com/ctmflow/ctmflow/workflows"
 )
-
-// with returns body with fields set, or removed for a nil value.
-func with(t *testing.T, body []byte, fields map[string]any) []byte {
-	t.Helper()
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(body, &m))
-	for k, v := range fields {
-		if v == nil {
-			delete(m, k)
-			continue
-		}
-		m[k] = v
-	}
-	out, err := json.Marshal(m)
-	require.NoError(t, err)
-	return out
-}
 
 // standIn starts a CTM API stand-in with the stack's account, and the
 // environment that points a stack at it.
@@ -89,14 +71,15 @@ func TestStaffEditsSurviveEveryStage(t *testing.T) {
 						path string
 						body []byte
 					}{
-						{"call-start", with(t, sample.StartBody(), map[string]any{"name": "Jordan Avery",
+						{"call-start", testenv.WithFields(t, sample.StartBody(), map[string]any{"name": "Jordan Avery",
 							"city": "Fort Myers"})},
-						{"call-end", with(t, sample.EndBody(), map[string]any{"name": "Jordan A. Avery",
+						{"call-end", testenv.WithFields(t, sample.EndBody(), map[string]any{"name": "Jordan A. Avery",
 							"city": "Naples"})},
-						{"call-update", with(t, sample.UpdateBody(), map[string]any{"name": "J. Avery",
+						{"call-update", testenv.WithFields(t, sample.UpdateBody(), map[string]any{"name": "J. Avery",
 							"city": "Tampa"})},
-						{"call-update", with(t, sample.UpdateBody(), map[string]any{"name": "Jordan Avery-Smith",
-							"city": "Miami", "source": "Bing", "sale": map[string]any{"score": 5}})},
+						{"call-update", testenv.WithFields(t, sample.UpdateBody(), map[string]any{
+							"name": "Jordan Avery-Smith", "city": "Miami", "source": "Bing",
+							"sale": map[string]any{"score": 5}})},
 					}
 					wfID := workflows.CallWorkflowID(s.AccountID, callID)
 					for j, st := range stages {
@@ -154,7 +137,7 @@ func TestCallEndFromCTMAPI(t *testing.T) {
 	}
 	endedAtCTM := func(id int64, phone string) ctm.Sample {
 		sample := s.Sample(id, phone)
-		ctmAPI.PutCall(with(t, sample.EndBody(), map[string]any{
+		ctmAPI.PutCall(testenv.WithFields(t, sample.EndBody(), map[string]any{
 			"audio": ctmAPI.PutRecording(account, id, audio),
 		}))
 		return sample
@@ -247,7 +230,8 @@ func TestReconcileFillsGapsOnce(t *testing.T) {
 	// A start whose end never came; an end without its transcript.
 	post(t, s, "call-start", sample(4).StartBody())
 	ctmAPI.PutCall(sample(4).EndBody())
-	post(t, s, "call-end", with(t, sample(5).EndBody(), map[string]any{"transcription_text": nil, "summary": nil}))
+	post(t, s, "call-end", testenv.WithFields(t, sample(5).EndBody(),
+		map[string]any{"transcription_text": nil, "summary": nil}))
 	ctmAPI.PutCall(sample(5).EndBody())
 	// Never reached us: two ended calls, one still ringing, a text.
 	ctmAPI.PutCall(sample(6).EndBody())

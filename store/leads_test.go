@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -14,23 +13,6 @@ import (
 	"github.com/ctmflow/ctmflow/store"
 	"github.com/ctmflow/ctmflow/testenv"
 )
-
-// with returns body with fields set (or, for a nil value, removed).
-func with(t *testing.T, body []byte, fields map[string]any) []byte {
-	t.Helper()
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(body, &m))
-	for k, v := range fields {
-		if v == nil {
-			delete(m, k)
-			continue
-		}
-		m[k] = v
-	}
-	out, err := json.Marshal(m)
-	require.NoError(t, err)
-	return out
-}
 
 func lead(t *testing.T, st *store.Store, id int64) *models.Lead {
 	t.Helper()
@@ -57,15 +39,15 @@ func TestStaffEditsSurviveEveryStage(t *testing.T) {
 					// Every stage says something new about the caller, so
 					// CTM would change each field if it were allowed to.
 					seq := []store.CallDelivery{
-						delivery(t, models.KindCallStart, with(t, s.StartBody(),
+						delivery(t, models.KindCallStart, testenv.WithFields(t, s.StartBody(),
 							map[string]any{"name": "Jordan Avery", "city": "Fort Myers", "email": nil}), t0),
-						delivery(t, models.KindCallEnd, with(t, s.EndBody(),
+						delivery(t, models.KindCallEnd, testenv.WithFields(t, s.EndBody(),
 							map[string]any{"name": "Jordan A. Avery", "city": "Naples",
 								"email": "j@example.org"}), t0.Add(5*time.Minute)),
-						delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
+						delivery(t, models.KindCallUpdate, testenv.WithFields(t, s.UpdateBody(),
 							map[string]any{"name": "J. Avery", "city": "Tampa", "email": "ja@example.org"}),
 							t0.Add(9*time.Minute)),
-						delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
+						delivery(t, models.KindCallUpdate, testenv.WithFields(t, s.UpdateBody(),
 							map[string]any{"name": "Jordan Avery-Smith", "city": "Miami",
 								"email": "jas@example.org", "source": "Bing"}), t0.Add(3*time.Hour)),
 					}
@@ -109,7 +91,7 @@ func TestCTMDataOrdering(t *testing.T) {
 			t.Run("newer data of the same call updates what CTM set", func(t *testing.T) {
 				s := ctm.Sample{AccountID: 7, CallID: 3001, Phone: "+12395550301", Start: t0}
 				rec := apply(t, st, delivery(t, models.KindCallStart, s.StartBody(), t0))
-				end := delivery(t, models.KindCallEnd, with(t, s.EndBody(),
+				end := delivery(t, models.KindCallEnd, testenv.WithFields(t, s.EndBody(),
 					map[string]any{"name": "Jordan A. Avery"}), t0.Add(time.Minute))
 				apply(t, st, end)
 
@@ -122,12 +104,12 @@ func TestCTMDataOrdering(t *testing.T) {
 			})
 			t.Run("an older delivery arriving late never overwrites", func(t *testing.T) {
 				s := ctm.Sample{AccountID: 7, CallID: 3002, Phone: "+12395550302", Start: t0}
-				rec := apply(t, st, delivery(t, models.KindCallEnd, with(t, s.EndBody(),
+				rec := apply(t, st, delivery(t, models.KindCallEnd, testenv.WithFields(t, s.EndBody(),
 					map[string]any{"city": "Naples"}), t0.Add(time.Minute)))
 				// A start retried an hour later still ranks below the end.
-				apply(t, st, delivery(t, models.KindCallStart, with(t, s.StartBody(),
+				apply(t, st, delivery(t, models.KindCallStart, testenv.WithFields(t, s.StartBody(),
 					map[string]any{"city": "Cape Coral"}), t0.Add(time.Hour)))
-				apply(t, st, delivery(t, models.KindCallUpdate, with(t, s.UpdateBody(),
+				apply(t, st, delivery(t, models.KindCallUpdate, testenv.WithFields(t, s.UpdateBody(),
 					map[string]any{"city": "Tampa"}), t0.Add(-time.Minute)))
 
 				assert.Equal(t, "Naples", lead(t, st, rec.LeadID).City)
@@ -136,9 +118,9 @@ func TestCTMDataOrdering(t *testing.T) {
 				first := ctm.Sample{AccountID: 7, CallID: 3003, Phone: "+12395550303", Start: t0}
 				second := ctm.Sample{AccountID: 7, CallID: 3004, Phone: "+12395550303", Start: t0.Add(24 * time.Hour)}
 				rec := apply(t, st, delivery(t, models.KindCallStart, first.StartBody(), t0))
-				apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
+				apply(t, st, delivery(t, models.KindCallStart, testenv.WithFields(t, second.StartBody(),
 					map[string]any{"name": "Jordan Avery-Smith"}), t0.Add(24*time.Hour)))
-				apply(t, st, delivery(t, models.KindCallEnd, with(t, first.EndBody(),
+				apply(t, st, delivery(t, models.KindCallEnd, testenv.WithFields(t, first.EndBody(),
 					map[string]any{"name": "J. Avery"}), t0.Add(25*time.Hour)))
 
 				assert.Equal(t, "Jordan Avery-Smith", lead(t, st, rec.LeadID).Name)
@@ -146,9 +128,9 @@ func TestCTMDataOrdering(t *testing.T) {
 			t.Run("create-only fields keep the first touch and fill while empty", func(t *testing.T) {
 				first := ctm.Sample{AccountID: 7, CallID: 3005, Phone: "+12395550305", Start: t0}
 				second := ctm.Sample{AccountID: 7, CallID: 3006, Phone: "+12395550305", Start: t0.Add(time.Hour)}
-				rec := apply(t, st, delivery(t, models.KindCallStart, with(t, first.StartBody(),
+				rec := apply(t, st, delivery(t, models.KindCallStart, testenv.WithFields(t, first.StartBody(),
 					map[string]any{"campaign": nil}), t0))
-				apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
+				apply(t, st, delivery(t, models.KindCallStart, testenv.WithFields(t, second.StartBody(),
 					map[string]any{"source": "Facebook", "medium": "social", "campaign": "retarget"}),
 					t0.Add(time.Hour)))
 
@@ -169,7 +151,7 @@ func TestCTMDataOrdering(t *testing.T) {
 		first := ctm.Sample{AccountID: 7, CallID: 3007, Phone: "+12395550307", Start: t0}
 		second := ctm.Sample{AccountID: 7, CallID: 3008, Phone: "+12395550307", Start: t0.Add(time.Hour)}
 		rec := apply(t, st, delivery(t, models.KindCallStart, first.StartBody(), t0))
-		apply(t, st, delivery(t, models.KindCallStart, with(t, second.StartBody(),
+		apply(t, st, delivery(t, models.KindCallStart, testenv.WithFields(t, second.StartBody(),
 			map[string]any{"source": "Facebook"}), t0.Add(time.Hour)))
 
 		assert.Equal(t, "Facebook", lead(t, st, rec.LeadID).Source)

@@ -173,28 +173,11 @@ func sample() ctm.Sample {
 	return ctm.Sample{AccountID: account, CallID: 42, Phone: phone, Name: callerName}
 }
 
-func withField(body []byte, key string, value any) []byte {
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		panic(err)
-	}
-	if value == nil {
-		delete(m, key)
-	} else {
-		m[key] = value
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // Every class of bad input gets its status and a JSON error, is counted
 // and logged below Error without caller details, and stores nothing.
 func TestBadInput(t *testing.T) {
 	start := sample().StartBody()
-	large := withField(start, "transcription_text", strings.Repeat("a", maxBody))
+	large := testenv.WithFields(t, start, map[string]any{"transcription_text": strings.Repeat("a", maxBody)})
 	now := time.Now()
 
 	cases := []struct {
@@ -232,7 +215,7 @@ func TestBadInput(t *testing.T) {
 			request{path: "/webhooks/ctm/call-start?account=99", body: start},
 			401, "unknown_account", false},
 		{"body claims an account its signer is not",
-			request{body: withField(start, "account_id", 20)},
+			request{body: testenv.WithFields(t, start, map[string]any{"account_id": 20})},
 			401, "unknown_account", false},
 
 		{"declared length over the limit", request{body: large}, 413, "body_too_large", false},
@@ -247,11 +230,12 @@ func TestBadInput(t *testing.T) {
 			request{path: "/webhooks/ctm/call-start?account=seven", body: start},
 			400, "invalid_account", false},
 
-		{"no id", request{body: withField(start, "id", nil)}, 422, "missing_id", false},
-		{"id zero", request{body: withField(start, "id", 0)}, 422, "missing_id", false},
-		{"id not a number", request{body: withField(start, "id", "CA123")}, 422, "missing_id", false},
+		{"no id", request{body: testenv.WithFields(t, start, map[string]any{"id": nil})}, 422, "missing_id", false},
+		{"id zero", request{body: testenv.WithFields(t, start, map[string]any{"id": 0})}, 422, "missing_id", false},
+		{"id not a number", request{body: testenv.WithFields(t, start, map[string]any{"id": "CA123"})},
+			422, "missing_id", false},
 		{"no account under a shared secret", request{
-			body: withField(start, "account_id", nil), sign: signWith(sharedSecret, now),
+			body: testenv.WithFields(t, start, map[string]any{"account_id": nil}), sign: signWith(sharedSecret, now),
 		}, 422, "missing_account", false},
 
 		{"text/plain", request{body: start, contentType: "text/plain"}, 415, "unsupported_media_type", false},
