@@ -275,7 +275,8 @@ func printBench(w io.Writer, f benchFlags, r benchReport) {
 		fmt.Fprintf(w, "  call-end ack → updated    %s\n", l.EndToUpdated)
 		if r.Floor != nil && r.Floor.FirstActivity.P99 > 0 {
 			fmt.Fprintf(w, "  lead p50/p99 ÷ floor      %.2f / %.2f\n",
-				ratio(l.StartToLead.P50, r.Floor.FirstActivity.P50), ratio(l.StartToLead.P99, r.Floor.FirstActivity.P99))
+				ratio(l.StartToLead.P50, r.Floor.FirstActivity.P50),
+				ratio(l.StartToLead.P99, r.Floor.FirstActivity.P99))
 		}
 		for _, e := range l.FirstErrors {
 			fmt.Fprintf(w, "  error: %s\n", e)
@@ -383,7 +384,9 @@ func benchTarget(ctx context.Context, f benchFlags, withWorker bool, stderr io.W
 			return nil, withCode(ExitUnavailable, err)
 		}
 		return &benchEnv{
-			target:   &bench.Target{URL: strings.TrimRight(f.url, "/"), Token: f.token, AccountID: f.account, Secret: f.secret},
+			target: &bench.Target{
+				URL: strings.TrimRight(f.url, "/"), Token: f.token, AccountID: f.account, Secret: f.secret,
+			},
 			temporal: tc,
 			database: "as configured on " + f.url,
 			close:    tc.Close,

@@ -59,7 +59,8 @@ func TestConfigCommand(t *testing.T) {
 		want string
 	}{
 		"a malformed duration": {[]string{"config"}, map[string]string{"CALL_END_TIMEOUT": "soon"}, "CALL_END_TIMEOUT"},
-		"a malformed number":   {[]string{"config"}, map[string]string{"DATABASE_MAX_CONNS": "lots"}, "DATABASE_MAX_CONNS"},
+		"a malformed number": {[]string{"config"}, map[string]string{"DATABASE_MAX_CONNS": "lots"},
+			"DATABASE_MAX_CONNS"},
 		"a role's requirement": {[]string{"config", "--role", "webhook"}, nil, "CTM_WEBHOOK_SECRETS"},
 		"the worker starting":  {[]string{"worker"}, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		"the webhook starting": {[]string{"webhook"}, map[string]string{"DATABASE_URL": "sqlite:x.db"}, "API_TOKEN"},

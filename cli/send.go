@@ -174,7 +174,8 @@ func sendCredentials(f sendFlags) (int64, string, error) {
 		if f.account > 0 {
 			secret, ok := s[f.account]
 			if !ok {
-				return 0, "", withCode(ExitConfig, fmt.Errorf("CTM_WEBHOOK_SECRETS has no secret for account %d", f.account))
+				return 0, "", withCode(ExitConfig, fmt.Errorf("CTM_WEBHOOK_SECRETS has no secret for account %d",
+					f.account))
 			}
 			return f.account, secret, nil
 		}
@@ -200,7 +201,8 @@ func sendCredentials(f sendFlags) (int64, string, error) {
 		return 0, "", withCode(ExitConfig, fmt.Errorf("%s is damaged", path))
 	}
 	if f.account > 0 && f.account != c.AccountID {
-		return 0, "", usage("the dev credentials are for account %d; pass --secret for account %d", c.AccountID, f.account)
+		return 0, "", usage("the dev credentials are for account %d; pass --secret for account %d",
+			c.AccountID, f.account)
 	}
 	return c.AccountID, c.WebhookSecret, nil
 }

@@ -61,9 +61,11 @@ func TestVerify(t *testing.T) {
 		{name: "timestamp not a time",
 			ts: "yesterday", sig: Sign("seven", "yesterday", body), body: body, wantErr: ErrTimestampInvalid},
 		{name: "six minutes old",
-			ts: at(-6 * time.Minute), sig: Sign("seven", at(-6*time.Minute), body), body: body, wantErr: ErrTimestampSkew},
+			ts: at(-6 * time.Minute), sig: Sign("seven", at(-6*time.Minute), body), body: body,
+			wantErr: ErrTimestampSkew},
 		{name: "six minutes ahead",
-			ts: at(6 * time.Minute), sig: Sign("seven", at(6*time.Minute), body), body: body, wantErr: ErrTimestampSkew},
+			ts: at(6 * time.Minute), sig: Sign("seven", at(6*time.Minute), body), body: body,
+			wantErr: ErrTimestampSkew},
 		{name: "four minutes old is fine",
 			ts: at(-4 * time.Minute), sig: Sign("seven", at(-4*time.Minute), body), body: body, want: []int64{7}},
 	}

@@ -381,7 +381,8 @@ func TestComposeTemporal(t *testing.T) {
 			assert.True(t, strings.HasSuffix(img, ":1.32.0"), "%s runs Temporal 1.32: %s", name, img)
 		}
 		ui, _ := interpolate(c.Services["temporal-ui"].Image, nil)
-		assert.Equal(t, "temporalio/ui:"+strings.TrimPrefix(moduleVersion(t, "github.com/temporalio/ui-server/v2"), "v"), ui)
+		uiVersion := strings.TrimPrefix(moduleVersion(t, "github.com/temporalio/ui-server/v2"), "v")
+		assert.Equal(t, "temporalio/ui:"+uiVersion, ui)
 	})
 }
 

@@ -84,7 +84,9 @@ func TestRandomOrderingsMatchTheCleanOrder(t *testing.T) {
 			for _, c := range mixedCalls {
 				for _, stage := range []string{"call-start", "call-end", "call-update"} {
 					for range 1 + rng.IntN(3) {
-						sends = append(sends, send{callID: c.CallID, path: stage, body: body(c, stage), ctmTime: stamps[stage]})
+						sends = append(sends, send{
+							callID: c.CallID, path: stage, body: body(c, stage), ctmTime: stamps[stage],
+						})
 					}
 				}
 			}

@@ -171,10 +171,12 @@ func TestCallWorkflowOrderings(t *testing.T) {
 			wantStage: models.StageEnded,
 		},
 		{
-			name:      "late update in a new run: applied, no wait",
-			first:     Delivery{ID: 3, Kind: models.KindCallUpdate},
-			records:   map[int64]activities.RecordCallResult{3: lateUpdate},
-			wantCalls: map[string]int{"RecordCall": 1, "AttachTranscript": 1, "RecordOutcome": 1, "RecordOutcome(ends)": 1},
+			name:    "late update in a new run: applied, no wait",
+			first:   Delivery{ID: 3, Kind: models.KindCallUpdate},
+			records: map[int64]activities.RecordCallResult{3: lateUpdate},
+			wantCalls: map[string]int{
+				"RecordCall": 1, "AttachTranscript": 1, "RecordOutcome": 1, "RecordOutcome(ends)": 1,
+			},
 			wantStage: models.StageEnded,
 		},
 		{
@@ -255,7 +257,8 @@ func TestCallWorkflowParksFailedStepForOps(t *testing.T) {
 		wantAttempts int
 	}{
 		{name: "retry", decision: OpsDecision{Action: OpsRetry}, wantAttempts: 2},
-		{name: "skip the step by name", decision: OpsDecision{Action: OpsSkip, Step: "attach transcript"}, wantAttempts: 1},
+		{name: "skip the step by name", decision: OpsDecision{Action: OpsSkip, Step: "attach transcript"},
+			wantAttempts: 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
